@@ -1,0 +1,100 @@
+"""The `stock-assets` command: database, demo, Dagster UI, validation."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import subprocess
+import sys
+
+from stock_assets import settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stock-assets", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    db = commands.add_parser("db", help="the pipeline database").add_subparsers(dest="db_command", required=True)
+    url = db.add_parser("url", help="print the database URL in use (starting the embedded server if needed)")
+    url.add_argument("--dagster", action="store_true", help="print Dagster's instance storage URL instead")
+    url.add_argument("--show-password", action="store_true", help="do not mask the password")
+    db.add_parser("start", help="start the embedded server (no-op when a URL is configured)")
+    db.add_parser("stop", help="stop the embedded server")
+    db.add_parser("status", help="say whether the embedded server is running")
+
+    demo = commands.add_parser("demo", help="materialize the whole graph for a range of the bundled data")
+    demo.add_argument("--start", type=dt.date.fromisoformat, default=None, help="first day (default 2020-01-01)")
+    demo.add_argument("--end", type=dt.date.fromisoformat, default=None, help="last day (default 2020-06-30)")
+
+    dev = commands.add_parser("dev", help="open the Dagster UI (webserver + daemon)")
+    dev.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    dev.add_argument("--port", default="3000")
+
+    commands.add_parser("validate", help="load the definitions and validate them")
+
+    args = parser.parse_args(argv)
+    handler = {"db": _db, "demo": _demo, "dev": _dev, "validate": _validate}[args.command]
+    return handler(args)
+
+
+def _db(args: argparse.Namespace) -> int:
+    from stock_assets.database.embedded import EmbeddedServer
+    from stock_assets.database.urls import redact
+    from stock_assets.environment import prepare_environment
+
+    server = EmbeddedServer(settings.state_dir())
+    if args.db_command == "url":
+        values = prepare_environment()
+        value = values[settings.DAGSTER_PG_URL_ENV if args.dagster else settings.DATABASE_URL_ENV]
+        print(value if args.show_password else redact(value))
+    elif args.db_command == "start":
+        prepare_environment()
+        print("embedded server running" if server.is_running() else "using the configured database")
+    elif args.db_command == "stop":
+        print("stopped" if server.stop() else "not running")
+    elif args.db_command == "status":
+        running = server.is_running()
+        print(f"embedded server: {'running' if running else 'stopped'} ({server.pgdata})")
+        return 0 if running else 3
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from stock_assets.demo import DEFAULT_END, DEFAULT_START, run_demo
+    from stock_assets.environment import prepare_environment
+
+    prepare_environment()
+    print(f"quote source: {settings.quote_source()}; database: {_db_label()}")
+    run_demo(args.start or DEFAULT_START, args.end or DEFAULT_END)
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from stock_assets.environment import prepare_environment
+
+    prepare_environment()
+    command = [sys.executable, "-m", "dagster", "dev", "-w", str(settings.PROJECT_DIR / "workspace.yaml"),
+               "--host", args.host, "--port", str(args.port)]
+    print(f"Dagster UI on http://{args.host}:{args.port} (database: {_db_label()})", flush=True)
+    return subprocess.call(command, cwd=settings.PROJECT_DIR)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from stock_assets.environment import prepare_environment
+
+    prepare_environment()
+    command = [sys.executable, "-m", "dagster", "definitions", "validate", "-w",
+               str(settings.PROJECT_DIR / "workspace.yaml")]
+    return subprocess.call(command, cwd=settings.PROJECT_DIR)
+
+
+def _db_label() -> str:
+    from stock_assets.database.urls import redact
+
+    configured = os.environ.get(settings.DATABASE_URL_ENV, "")
+    return redact(configured) if configured else "embedded"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

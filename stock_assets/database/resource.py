@@ -1,0 +1,81 @@
+"""The PostgreSQL resource: one pooled engine per process, the schema applied once."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import dagster as dg
+import psycopg
+from pydantic import Field
+from sqlalchemy import Connection, Engine
+
+from stock_assets import settings
+from stock_assets.database.embedded import EmbeddedServer
+from stock_assets.database.engine import PoolSettings, get_engine
+from stock_assets.database.schema import ensure_schema
+from stock_assets.database.urls import redact
+
+
+def resolve_database_url(url: str | None = None) -> str:
+    """The URL in use: the configured one, or the embedded server's (started on demand)."""
+    if url:
+        return url
+    configured = settings.configured_database_url()
+    if configured:
+        return configured
+    return EmbeddedServer(settings.state_dir()).ensure_running()
+
+
+class PostgresResource(dg.ConfigurableResource):
+    """PostgreSQL for the pipeline tables.
+
+    Leave `url` empty to use the embedded server in the project's state folder. Every step in a
+    process shares one SQLAlchemy engine (pre-ping, recycle), never an engine per call.
+    """
+
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy/libpq URL of the pipeline database; empty means the embedded server.",
+    )
+    pool_size: int = Field(default=5, description="Connections kept open in the pool per process.")
+    max_overflow: int = Field(default=5, description="Extra connections allowed above pool_size.")
+    pool_recycle_s: int = Field(default=1800, description="Reconnect connections older than this.")
+    statement_timeout_ms: int = Field(default=600_000, description="Server-side statement timeout.")
+
+    @property
+    def resolved_url(self) -> str:
+        return resolve_database_url(self.url)
+
+    @property
+    def engine(self) -> Engine:
+        engine = get_engine(
+            self.resolved_url,
+            PoolSettings(
+                pool_size=self.pool_size,
+                max_overflow=self.max_overflow,
+                pool_recycle_s=self.pool_recycle_s,
+                statement_timeout_ms=self.statement_timeout_ms,
+            ),
+        )
+        ensure_schema(engine)
+        return engine
+
+    @property
+    def display_url(self) -> str:
+        return redact(self.resolved_url)
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A connection inside a transaction that commits on success."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def psycopg_connection(self) -> Iterator[psycopg.Connection]:
+        """The pooled connection's psycopg 3 object, for COPY; commits on success."""
+        with self.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert isinstance(raw, psycopg.Connection)
+            with conn.begin():
+                yield raw

@@ -1,0 +1,80 @@
+"""The ticker universe: S&P 500 constituents with their GICS sector, as a reference table."""
+
+
+import dagster as dg
+from sqlalchemy import text
+
+from stock_assets.database.resource import PostgresResource
+from stock_assets.defs.universe.constituents import load_constituents
+from stock_assets.defs.universe.resources import TickerSelection
+
+UNIVERSE_TABLE = "market.ticker_universe"
+
+_UPSERT = text(
+    """
+    INSERT INTO market.ticker_universe AS u (
+        symbol, listed_symbol, security, sector, sub_industry, headquarters, date_added, cik, founded,
+        tracked, updated_at
+    ) VALUES (
+        :symbol, :listed_symbol, :security, :sector, :sub_industry, :headquarters, :date_added, :cik,
+        :founded, :tracked, now()
+    )
+    ON CONFLICT (symbol) DO UPDATE SET
+        listed_symbol = EXCLUDED.listed_symbol, security = EXCLUDED.security, sector = EXCLUDED.sector,
+        sub_industry = EXCLUDED.sub_industry, headquarters = EXCLUDED.headquarters,
+        date_added = EXCLUDED.date_added, cik = EXCLUDED.cik, founded = EXCLUDED.founded,
+        tracked = EXCLUDED.tracked, updated_at = now()
+    WHERE (u.listed_symbol, u.security, u.sector, u.sub_industry, u.headquarters, u.date_added, u.cik,
+           u.founded, u.tracked)
+          IS DISTINCT FROM
+          (EXCLUDED.listed_symbol, EXCLUDED.security, EXCLUDED.sector, EXCLUDED.sub_industry,
+           EXCLUDED.headquarters, EXCLUDED.date_added, EXCLUDED.cik, EXCLUDED.founded, EXCLUDED.tracked)
+    """
+)
+
+
+@dg.asset(
+    group_name="reference",
+    kinds={"postgres", "pandas"},
+    owners=["team:market-data"],
+    code_version="1",
+    metadata={"dagster/table_name": UNIVERSE_TABLE},
+)
+def ticker_universe(
+    context: dg.AssetExecutionContext, database: PostgresResource, tickers: TickerSelection
+) -> dg.MaterializeResult:
+    """S&P 500 constituents with GICS sector and sub-industry, upserted into `market.ticker_universe`.
+
+    Symbols use Yahoo's spelling (BRK.B becomes BRK-B). `tracked` marks the tickers the pipeline
+    fetches (the `tickers` resource). Members that left the index are kept, untracked, so history
+    stays joinable to its sector.
+    """
+    constituents = load_constituents()
+    tracked = set(tickers.symbols())
+    rows = [
+        {**row, "cik": None if row["cik"] is None else int(row["cik"]), "tracked": row["symbol"] in tracked}
+        for row in constituents.astype(object).where(constituents.notna(), None).to_dict("records")
+    ]
+    with database.begin() as conn:
+        result = conn.execute(_UPSERT, rows)
+        conn.execute(
+            text("UPDATE market.ticker_universe SET tracked = false, updated_at = now() "
+                 "WHERE tracked AND NOT (symbol = ANY(:symbols))"),
+            {"symbols": sorted(tracked)},
+        )
+        sectors = conn.execute(
+            text("SELECT sector, count(*) FILTER (WHERE tracked), count(*) FROM market.ticker_universe "
+                 "GROUP BY sector ORDER BY sector")
+        ).all()
+    context.log.info("Universe: %d constituents, %d tracked", len(rows), len(tracked))
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(rows),
+            "tracked_tickers": len(tracked),
+            "rows_changed": max(result.rowcount, 0),
+            "sectors": dg.MetadataValue.md(
+                "| sector | tracked | members |\n|---|---:|---:|\n"
+                + "\n".join(f"| {s} | {t} | {n} |" for s, t, n in sectors)
+            ),
+        }
+    )

@@ -1,0 +1,136 @@
+"""`stock-assets demo`: materialize the whole graph for a range of the bundled data, then summarise.
+
+The runs go through the Dagster instance configured by dagster.yaml (PostgreSQL storage), so they
+show up afterwards in the UI (`make dev`) with their lineage, metadata and checks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+
+import dagster as dg
+from sqlalchemy import text
+
+from stock_assets.database.resource import PostgresResource
+
+DEFAULT_START = dt.date(2020, 1, 1)
+DEFAULT_END = dt.date(2020, 6, 30)
+
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+@dataclass(frozen=True)
+class SectorFigures:
+    sector: str
+    members: int
+    trading_days: int
+    equal_weight_return: float
+    volume_weighted_return: float | None
+    advancer_share: float
+    dollar_volume: float
+
+
+def run_demo(start: dt.date = DEFAULT_START, end: dt.date = DEFAULT_END, echo=print) -> list[SectorFigures]:
+    """Materialize universe, daily prices (one run), months and sectors (one run) for [start, end]."""
+    from stock_assets.definitions import defs
+    from stock_assets.partitions import monthly_partitions, trading_day_partitions
+
+    instance = dg.DagsterInstance.get()
+    days = trading_day_partitions.get_partition_keys_in_range(
+        dg.PartitionKeyRange(_first_weekday_on_or_after(start), _last_weekday_on_or_before(end))
+    )
+    months = monthly_partitions.get_partition_keys_in_range(
+        dg.PartitionKeyRange(start.replace(day=1).isoformat(), end.replace(day=1).isoformat())
+    )
+    steps = [
+        ("ticker_universe", "universe_job", {}),
+        (f"raw_quotes + cleaned_prices for {len(days)} weekdays {days[0]}..{days[-1]}", "daily_prices_job",
+         {RANGE_START_TAG: days[0], RANGE_END_TAG: days[-1]}),
+        (f"monthly_prices + sector aggregations for {len(months)} months", "monthly_warehouse_job",
+         {RANGE_START_TAG: months[0], RANGE_END_TAG: months[-1]}),
+    ]
+    for number, (label, job_name, tags) in enumerate(steps, start=1):
+        echo(f"[{number}/{len(steps)}] {label} ...", flush=True)
+        began = time.perf_counter()
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            instance=instance,
+            tags={**tags, "dagster/from": "stock-assets demo"},
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        )
+        for event in result.get_asset_materialization_events():
+            materialization = event.event_specific_data.materialization
+            rows = materialization.metadata.get("dagster/row_count")
+            echo(f"      {materialization.asset_key.to_user_string():<26} rows={rows.value if rows else '-'}")
+        echo(f"      done in {time.perf_counter() - began:.1f}s (run {result.run_id[:8]})")
+
+    database = defs.resources["database"]
+    assert isinstance(database, PostgresResource)
+    figures = sector_figures(database, start, end)
+    echo("")
+    echo(format_summary(figures, start, end, prices_rows(database, start, end)))
+    return figures
+
+
+def sector_figures(database: PostgresResource, start: dt.date, end: dt.date) -> list[SectorFigures]:
+    """Per-sector figures over [start, end], compounded from market.sector_daily_performance."""
+    query = text(
+        """
+        SELECT sector,
+               max(members),
+               count(*),
+               exp(sum(ln(1 + equal_weight_return))) - 1,
+               exp(sum(ln(1 + volume_weighted_return))) - 1,
+               sum(advancers)::double precision / nullif(sum(advancers + decliners + unchanged), 0),
+               sum(dollar_volume)
+        FROM market.sector_daily_performance
+        WHERE trade_date BETWEEN :start AND :end
+        GROUP BY sector
+        ORDER BY 4 DESC
+        """
+    )
+    with database.begin() as conn:
+        return [SectorFigures(*row) for row in conn.execute(query, {"start": start, "end": end}).all()]
+
+
+def prices_rows(database: PostgresResource, start: dt.date, end: dt.date) -> int:
+    with database.begin() as conn:
+        return conn.execute(
+            text("SELECT count(*) FROM market.prices WHERE trade_date BETWEEN :start AND :end"),
+            {"start": start, "end": end},
+        ).scalar_one()
+
+
+def format_summary(figures: list[SectorFigures], start: dt.date, end: dt.date, rows: int) -> str:
+    lines = [
+        f"Sector summary {start}..{end}: {rows:,} daily bars in market.prices",
+        f"{'sector':<24} {'stocks':>6} {'days':>5} {'equal-wt':>9} {'volume-wt':>10} {'advancing':>10} {'dollar volume':>14}",
+    ]
+    for f in figures:
+        vw = f"{f.volume_weighted_return:+.2%}" if f.volume_weighted_return is not None else "-"
+        lines.append(
+            f"{f.sector:<24} {f.members:>6} {f.trading_days:>5} {f.equal_weight_return:>+9.2%} {vw:>10} "
+            f"{f.advancer_share:>10.1%} {_dollars(f.dollar_volume):>14}"
+        )
+    return "\n".join(lines)
+
+
+def _dollars(value: float) -> str:
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6)):
+        if abs(value) >= size:
+            return f"${value / size:,.2f}{unit}"
+    return f"${value:,.0f}"
+
+
+def _first_weekday_on_or_after(day: dt.date) -> str:
+    while day.weekday() >= 5:
+        day += dt.timedelta(days=1)
+    return day.isoformat()
+
+
+def _last_weekday_on_or_before(day: dt.date) -> str:
+    while day.weekday() >= 5:
+        day -= dt.timedelta(days=1)
+    return day.isoformat()

@@ -1,0 +1,60 @@
+"""Jobs and schedules: daily partitions after the US close, then the month they belong to."""
+
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+
+from stock_assets.partitions import MARKET_TIMEZONE, is_trading_day, monthly_partitions, trading_day_partitions
+
+daily_prices_job = dg.define_asset_job(
+    "daily_prices_job",
+    selection=dg.AssetSelection.assets("raw_quotes", "cleaned_prices"),
+    partitions_def=trading_day_partitions,
+    description="Fetch and clean one trading day (or a range, as one run).",
+)
+
+monthly_warehouse_job = dg.define_asset_job(
+    "monthly_warehouse_job",
+    selection=dg.AssetSelection.assets("monthly_prices", "sector_daily_performance", "sector_monthly_summary"),
+    partitions_def=monthly_partitions,
+    description="Load a month into its PostgreSQL partition and recompute its sector aggregations.",
+)
+
+universe_job = dg.define_asset_job(
+    "universe_job",
+    selection=dg.AssetSelection.assets("ticker_universe"),
+    description="Refresh the ticker universe reference table.",
+)
+
+
+@dg.schedule(
+    job=daily_prices_job,
+    cron_schedule="30 18 * * 1-5",
+    execution_timezone=MARKET_TIMEZONE,
+    description="After the US close (18:30 New York), fetch and clean the day's quotes.",
+)
+def daily_prices_schedule(context: dg.ScheduleEvaluationContext):
+    day = _scheduled_day(context)
+    if not is_trading_day(day):
+        return dg.SkipReason(f"{day} is not an NYSE session (holiday): nothing to fetch")
+    return dg.RunRequest(run_key=day.isoformat(), partition_key=day.isoformat())
+
+
+@dg.schedule(
+    job=monthly_warehouse_job,
+    cron_schedule="15 19 * * 1-5",
+    execution_timezone=MARKET_TIMEZONE,
+    description="After the daily prices (19:15 New York), reload the running month and its sector aggregations.",
+)
+def monthly_warehouse_schedule(context: dg.ScheduleEvaluationContext):
+    day = _scheduled_day(context)
+    if not is_trading_day(day):
+        return dg.SkipReason(f"{day} is not an NYSE session (holiday): the month did not change")
+    month = day.replace(day=1).isoformat()
+    return dg.RunRequest(run_key=f"{month}@{day.isoformat()}", partition_key=month)
+
+
+def _scheduled_day(context: dg.ScheduleEvaluationContext) -> dt.date:
+    return context.scheduled_execution_time.astimezone(ZoneInfo(MARKET_TIMEZONE)).date()

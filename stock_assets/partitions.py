@@ -1,0 +1,64 @@
+"""Partitions and the trading calendar, shared by every domain.
+
+Daily assets are partitioned by weekday (New York time): weekends are not partitions at all.
+NYSE holidays are weekday partitions on which the market was closed; assets materialize them as
+"market closed" without asking Yahoo, and the gap sensor does not count them as gaps.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+
+import dagster as dg
+import exchange_calendars
+import pandas as pd
+
+MARKET_TIMEZONE = "America/New_York"
+FIRST_TRADING_DAY = "2016-01-04"
+
+trading_day_partitions = dg.TimeWindowPartitionsDefinition(
+    cron_schedule="0 0 * * 1-5",
+    start=FIRST_TRADING_DAY,
+    fmt="%Y-%m-%d",
+    timezone=MARKET_TIMEZONE,
+    # Include today's partition: the schedule materializes it after the close.
+    end_offset=1,
+)
+
+monthly_partitions = dg.MonthlyPartitionsDefinition(
+    start_date="2016-01-01",
+    timezone=MARKET_TIMEZONE,
+    # Include the running month so its partition fills in day by day.
+    end_offset=1,
+)
+
+
+@lru_cache(maxsize=1)
+def _nyse() -> exchange_calendars.ExchangeCalendar:
+    return exchange_calendars.get_calendar("XNYS", start="2010-01-01")
+
+
+def trading_days(start: dt.date, end: dt.date) -> list[dt.date]:
+    """NYSE sessions with start <= day < end."""
+    if end <= start:
+        return []
+    last = end - dt.timedelta(days=1)
+    sessions = _nyse().sessions_in_range(pd.Timestamp(start), pd.Timestamp(last))
+    return [ts.date() for ts in sessions]
+
+
+def is_trading_day(day: dt.date) -> bool:
+    return _nyse().is_session(pd.Timestamp(day))
+
+
+def window_dates(window: dg.TimeWindow) -> tuple[dt.date, dt.date]:
+    """The [start, end) calendar dates of a partition time window, in New York time."""
+    return window.start.date(), window.end.date()
+
+
+def month_bounds(partition_key: str) -> tuple[dt.date, dt.date]:
+    """[first day, first day of next month) for a monthly partition key like 2020-03-01."""
+    start = dt.date.fromisoformat(partition_key)
+    end = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    return start, end

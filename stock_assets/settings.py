@@ -1,0 +1,58 @@
+"""Environment selection in one place.
+
+Every knob the project reads from the environment is named here, so that moving from a laptop
+(embedded PostgreSQL, replayed quotes) to a real deployment (a configured PostgreSQL, live Yahoo)
+is a matter of environment variables, never a code change.
+
+| variable                      | meaning                                                    | default                      |
+|-------------------------------|------------------------------------------------------------|------------------------------|
+| STOCK_ASSETS_DATABASE_URL     | PostgreSQL for the pipeline tables                         | the embedded server          |
+| DAGSTER_PG_URL                | PostgreSQL for Dagster's instance storage (dagster.yaml)   | derived from the above       |
+| STOCK_ASSETS_QUOTE_SOURCE     | `replay` (bundled recorded data) or `yahoo` (live)         | `replay`                     |
+| STOCK_ASSETS_TICKERS          | comma-separated symbols to fetch                           | the bundled sample's tickers |
+| STOCK_ASSETS_STATE_DIR        | local state: embedded database, landing zone, caches      | `<project>/.state`           |
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATABASE_URL_ENV = "STOCK_ASSETS_DATABASE_URL"
+DAGSTER_PG_URL_ENV = "DAGSTER_PG_URL"
+QUOTE_SOURCE_ENV = "STOCK_ASSETS_QUOTE_SOURCE"
+TICKERS_ENV = "STOCK_ASSETS_TICKERS"
+STATE_DIR_ENV = "STOCK_ASSETS_STATE_DIR"
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = PACKAGE_DIR.parent
+SQL_DIR = PROJECT_DIR / "sql"
+
+
+def state_dir() -> Path:
+    """The folder that holds everything this project keeps locally (git-ignored)."""
+    configured = os.environ.get(STATE_DIR_ENV)
+    if configured:
+        path = Path(configured).expanduser().resolve()
+    elif (PROJECT_DIR / "pyproject.toml").exists():
+        path = PROJECT_DIR / ".state"
+    else:  # installed as a plain wheel: keep state beside the working directory
+        path = Path.cwd() / ".state"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def configured_database_url() -> str | None:
+    """The pipeline database URL from the environment, or None to use the embedded server."""
+    return os.environ.get(DATABASE_URL_ENV) or None
+
+
+def quote_source() -> str:
+    return os.environ.get(QUOTE_SOURCE_ENV, "replay").strip().lower() or "replay"
+
+
+def configured_tickers() -> list[str] | None:
+    raw = os.environ.get(TICKERS_ENV)
+    if raw is None or not raw.strip():
+        return None
+    return [part for part in (p.strip() for p in raw.split(",")) if part]

@@ -1,0 +1,97 @@
+"""Cleaning rules on real bundled bars and on hand-made bad rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stock_assets.defs.prices.cleaning import CLEAN_COLUMNS, clean_quotes
+from stock_assets.defs.quotes.archive import PriceArchive
+
+
+def _raw(symbol: str, start: dt.date, end: dt.date) -> pd.DataFrame:
+    bars = PriceArchive.bundled().bars(symbol, start, end)
+    return pd.DataFrame({
+        "symbol": symbol,
+        "trade_date": bars["date"],
+        "open": bars["open"], "high": bars["high"], "low": bars["low"], "close": bars["close"],
+        "adj_close": bars["adj_close"], "volume": bars["volume"].astype("float64"),
+        "dividends": 0.0, "stock_splits": 0.0, "source": "replay",
+        "fetched_at": pd.Timestamp("2024-01-01", tz="UTC"),
+    })
+
+
+def test_pfe_zero_volume_bad_bar_is_rejected():
+    raw = _raw("PFE", dt.date(2019, 11, 14), dt.date(2019, 11, 21))
+    result = clean_quotes(raw)
+    assert list(result.rejected["trade_date"]) == [dt.date(2019, 11, 18)]
+    assert list(result.rejected["reason"]) == ["zero_volume_bar"]
+    assert dt.date(2019, 11, 18) not in set(result.clean["trade_date"])
+    assert len(result.clean) == len(raw) - 1
+
+
+def test_real_data_is_normalised_not_rejected():
+    raw = _raw("AAPL", dt.date(2020, 8, 1), dt.date(2020, 9, 1))
+    result = clean_quotes(raw)
+    assert result.rejected.empty
+    assert list(result.clean.columns) == CLEAN_COLUMNS
+    # float32 noise is gone: 6 decimals at most
+    assert (result.clean["close"].round(6) == result.clean["close"]).all()
+    assert result.clean["volume"].dtype == np.int64
+    assert (result.clean["split_ratio"] == 1.0).all()
+
+
+def _row(**overrides):
+    base = {"symbol": "AAPL", "trade_date": dt.date(2020, 1, 2), "open": 10.0, "high": 11.0, "low": 9.0,
+            "close": 10.5, "adj_close": 10.4, "volume": 1000.0, "dividends": 0.0, "stock_splits": 0.0,
+            "source": "test", "fetched_at": pd.Timestamp("2024-01-01", tz="UTC")}
+    return {**base, **overrides}
+
+
+@pytest.mark.parametrize(
+    "overrides, reason",
+    [
+        ({"close": float("nan")}, "non_finite_value"),
+        ({"high": float("inf")}, "non_finite_value"),
+        ({"volume": float("nan")}, "non_finite_value"),
+        ({"low": -1.0}, "non_positive_price"),
+        ({"adj_close": 0.0}, "non_positive_price"),
+        ({"volume": -5.0}, "negative_volume"),
+        ({"volume": 0.0}, "zero_volume_bar"),
+        ({"low": 10.2}, "ohlc_inconsistent"),  # low above open
+        ({"high": 10.4}, "ohlc_inconsistent"),  # high below close
+        ({"symbol": "AAPL'; DROP TABLE prices;--"}, "malformed_symbol"),
+        ({"trade_date": None}, "missing_date"),
+    ],
+)
+def test_each_rule_rejects_with_its_reason(overrides, reason):
+    result = clean_quotes(pd.DataFrame([_row(), _row(symbol="MSFT", **overrides)]))
+    assert list(result.clean["symbol"]) == ["AAPL"]
+    assert list(result.rejected["reason"]) == [reason]
+    assert result.rejected["detail"].iloc[0]
+
+
+def test_duplicates_keep_the_latest_fetch():
+    old = _row(close=10.1, fetched_at=pd.Timestamp("2024-01-01", tz="UTC"))
+    new = _row(close=10.7, fetched_at=pd.Timestamp("2024-01-02", tz="UTC"))
+    result = clean_quotes(pd.DataFrame([new, old]))
+    assert list(result.clean["close"]) == [10.7]
+    assert list(result.rejected["reason"]) == ["duplicate"]
+    assert list(result.rejected["close"]) == [10.1]
+
+
+def test_rounding_noise_never_breaks_ohlc():
+    # open a hair above high (float32 noise): widened, not rejected
+    result = clean_quotes(pd.DataFrame([_row(open=11.0000001, high=11.0)]))
+    assert result.rejected.empty
+    row = result.clean.iloc[0]
+    assert row["low"] <= min(row["open"], row["close"]) <= max(row["open"], row["close"]) <= row["high"]
+
+
+def test_splits_and_dividends_ride_along():
+    result = clean_quotes(pd.DataFrame([_row(dividends=0.205, stock_splits=4.0)]))
+    assert result.clean.iloc[0]["dividend"] == pytest.approx(0.205)
+    assert result.clean.iloc[0]["split_ratio"] == 4.0
