@@ -14,6 +14,7 @@ import dagster as dg
 from sqlalchemy import text
 
 from stock_assets.database.resource import PostgresResource
+from stock_assets.partitions import month_bounds
 
 DEFAULT_START = dt.date(2020, 1, 1)
 DEFAULT_END = dt.date(2020, 6, 30)
@@ -34,20 +35,24 @@ class SectorFigures:
 
 
 def run_demo(start: dt.date = DEFAULT_START, end: dt.date = DEFAULT_END, echo=print) -> list[SectorFigures]:
-    """Materialize universe, daily prices (one run), months and sectors (one run) for [start, end]."""
+    """Materialize universe, daily prices (one run), months and sectors (one run) for [start, end].
+
+    The range is widened to whole months: a month's partition is loaded from all of its days.
+    """
     from stock_assets.definitions import defs
     from stock_assets.partitions import monthly_partitions, trading_day_partitions
 
+    start, end = start.replace(day=1), month_bounds(end.replace(day=1).isoformat())[1] - dt.timedelta(days=1)
     instance = dg.DagsterInstance.get()
     days = trading_day_partitions.get_partition_keys_in_range(
-        dg.PartitionKeyRange(_first_weekday_on_or_after(start), _last_weekday_on_or_before(end))
+        dg.PartitionKeyRange(start.isoformat(), end.isoformat())
     )
     months = monthly_partitions.get_partition_keys_in_range(
         dg.PartitionKeyRange(start.replace(day=1).isoformat(), end.replace(day=1).isoformat())
     )
     steps = [
         ("ticker_universe", "universe_job", {}),
-        (f"raw_quotes + cleaned_prices for {len(days)} weekdays {days[0]}..{days[-1]}", "daily_prices_job",
+        (f"raw_quotes + cleaned_prices for {len(days)} days {days[0]}..{days[-1]}", "daily_prices_job",
          {RANGE_START_TAG: days[0], RANGE_END_TAG: days[-1]}),
         (f"monthly_prices + sector aggregations for {len(months)} months", "monthly_warehouse_job",
          {RANGE_START_TAG: months[0], RANGE_END_TAG: months[-1]}),
@@ -60,14 +65,19 @@ def run_demo(start: dt.date = DEFAULT_START, end: dt.date = DEFAULT_END, echo=pr
             tags={**tags, "dagster/from": "stock-assets demo"},
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         )
+        partitions: dict[str, int] = {}
+        rows: dict[str, object] = {}
         for event in result.get_asset_materialization_events():
             materialization = event.event_specific_data.materialization
-            rows = materialization.metadata.get("dagster/row_count")
-            echo(f"      {materialization.asset_key.to_user_string():<26} rows={rows.value if rows else '-'}")
+            name = materialization.asset_key.to_user_string()
+            partitions[name] = partitions.get(name, 0) + 1
+            count = materialization.metadata.get("dagster/row_count")
+            rows[name] = count.value if count else "-"
+        for name, count in partitions.items():
+            echo(f"      {name:<26} partitions={count:<4} rows={rows[name]}")
         echo(f"      done in {time.perf_counter() - began:.1f}s (run {result.run_id[:8]})")
 
-    database = defs.resources["database"]
-    assert isinstance(database, PostgresResource)
+    database = PostgresResource()  # the URL in use: configured, or the embedded server
     figures = sector_figures(database, start, end)
     echo("")
     echo(format_summary(figures, start, end, prices_rows(database, start, end)))
@@ -123,14 +133,3 @@ def _dollars(value: float) -> str:
             return f"${value / size:,.2f}{unit}"
     return f"${value:,.0f}"
 
-
-def _first_weekday_on_or_after(day: dt.date) -> str:
-    while day.weekday() >= 5:
-        day += dt.timedelta(days=1)
-    return day.isoformat()
-
-
-def _last_weekday_on_or_before(day: dt.date) -> str:
-    while day.weekday() >= 5:
-        day -= dt.timedelta(days=1)
-    return day.isoformat()

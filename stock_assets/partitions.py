@@ -1,8 +1,9 @@
 """Partitions and the trading calendar, shared by every domain.
 
-Daily assets are partitioned by weekday (New York time): weekends are not partitions at all.
-NYSE holidays are weekday partitions on which the market was closed; assets materialize them as
-"market closed" without asking Yahoo, and the gap sensor does not count them as gaps.
+Daily assets are partitioned by calendar day in New York time, so that each month maps exactly
+onto its days. Weekends and NYSE holidays are partitions on which the market was closed: assets
+materialize them as "market closed" (an empty day) without asking Yahoo, schedules skip them,
+and the gap sensor does not count them as gaps.
 """
 
 from __future__ import annotations
@@ -15,12 +16,10 @@ import exchange_calendars
 import pandas as pd
 
 MARKET_TIMEZONE = "America/New_York"
-FIRST_TRADING_DAY = "2016-01-04"
+FIRST_DAY = "2016-01-01"
 
-trading_day_partitions = dg.TimeWindowPartitionsDefinition(
-    cron_schedule="0 0 * * 1-5",
-    start=FIRST_TRADING_DAY,
-    fmt="%Y-%m-%d",
+trading_day_partitions = dg.DailyPartitionsDefinition(
+    start_date=FIRST_DAY,
     timezone=MARKET_TIMEZONE,
     # Include today's partition: the schedule materializes it after the close.
     end_offset=1,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -177,6 +178,9 @@ def _configure_yfinance() -> None:
         if cache_dir in _yf_configured:
             return
         yf.set_tz_cache_location(cache_dir)
+        # yfinance itself trips pandas 4 deprecations (inplace=...); they are not ours to fix.
+        warnings.filterwarnings("ignore", category=getattr(pd.errors, "Pandas4Warning", FutureWarning),
+                                module=r"yfinance(\.|$)")
         yf.config.debug.hide_exceptions = False  # surface Yahoo's errors instead of empty frames
         _yf_configured.add(cache_dir)
 
