@@ -7,6 +7,7 @@ Values already in the environment win, so a deployment sets them and nothing her
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from stock_assets import settings
 from stock_assets.database.embedded import DAGSTER_DATABASE, EmbeddedServer
@@ -26,9 +27,22 @@ def prepare_environment() -> dict[str, str]:
         settings.DATABASE_URL_ENV: pipeline_url,
         settings.DAGSTER_PG_URL_ENV: with_driver(os.environ.get(settings.DAGSTER_PG_URL_ENV) or dagster_url,
                                                  "psycopg2"),
-        "DAGSTER_HOME": os.environ.get("DAGSTER_HOME") or str(settings.PROJECT_DIR),
+        "DAGSTER_HOME": os.environ.get("DAGSTER_HOME") or str(_local_dagster_home(state)),
         "DAGSTER_ARTIFACTS_DIR": os.environ.get("DAGSTER_ARTIFACTS_DIR") or str(state / "dagster" / "artifacts"),
         "DAGSTER_COMPUTE_LOGS_DIR": os.environ.get("DAGSTER_COMPUTE_LOGS_DIR") or str(state / "dagster" / "logs"),
     }
     os.environ.update(values)
     return values
+
+
+def _local_dagster_home(state: Path) -> Path:
+    """A DAGSTER_HOME in the state folder whose dagster.yaml is the project's own (a symlink), so
+    Dagster's local files land in the state folder and the checked-in file stays the one truth."""
+    home = state / "dagster"
+    home.mkdir(parents=True, exist_ok=True)
+    link = home / "dagster.yaml"
+    target = settings.PROJECT_DIR / "dagster.yaml"
+    if not (link.is_symlink() and link.resolve() == target.resolve()):
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
+    return home

@@ -6,19 +6,17 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from stock_assets.partitions import MARKET_TIMEZONE, is_trading_day, monthly_partitions, trading_day_partitions
+from stock_assets.partitions import MARKET_TIMEZONE, is_trading_day
 
 daily_prices_job = dg.define_asset_job(
     "daily_prices_job",
     selection=dg.AssetSelection.assets("raw_quotes", "cleaned_prices"),
-    partitions_def=trading_day_partitions,
     description="Fetch and clean one trading day (or a range, as one run).",
 )
 
 monthly_warehouse_job = dg.define_asset_job(
     "monthly_warehouse_job",
     selection=dg.AssetSelection.assets("monthly_prices", "sector_daily_performance", "sector_monthly_summary"),
-    partitions_def=monthly_partitions,
     description="Load a month into its PostgreSQL partition and recompute its sector aggregations.",
 )
 
