@@ -68,7 +68,7 @@ def _row(**overrides):
     ],
 )
 def test_each_rule_rejects_with_its_reason(overrides, reason):
-    result = clean_quotes(pd.DataFrame([_row(), _row(symbol="MSFT", **overrides)]))
+    result = clean_quotes(pd.DataFrame([_row(), _row(**{"symbol": "MSFT", **overrides})]))
     assert list(result.clean["symbol"]) == ["AAPL"]
     assert list(result.rejected["reason"]) == [reason]
     assert result.rejected["detail"].iloc[0]

@@ -109,7 +109,7 @@ def test_holiday_is_market_closed_without_asking_yahoo(resources):
     assert result.success
     metadata = result.asset_materializations_for_node("raw_quotes")[0].metadata
     assert metadata["market_closed"].value is True
-    assert client.session.adapters["https://"].requests["chart"] == 0
+    assert client.session.get_adapter("https://query2.finance.yahoo.com").requests["chart"] == 0
 
 
 def test_month_without_its_daily_partitions_fails_clearly(resources):

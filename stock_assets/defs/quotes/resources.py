@@ -18,6 +18,8 @@ import dagster as dg
 import pandas as pd
 import requests
 import yfinance as yf
+from yfinance.data import YfData
+from yfinance.exceptions import YFPricesMissingError, YFTzMissingError
 from pydantic import Field, PrivateAttr
 
 from stock_assets import settings
@@ -90,10 +92,15 @@ class QuoteClient(dg.ConfigurableResource):
         """Bars for start <= trade date < end, in the raw landing schema (RAW_COLUMNS).
 
         Raises TickerFetchError when Yahoo has no data for the symbol, or answers a window that
-        holds trading days with no bars at all (an empty frame is never read as "no trading").
+        holds trading days with no bars at all (an empty frame is never read as "no trading"),
+        and QuoteSourceUnavailable when the source cannot be reached at all.
         """
         _configure_yfinance()
+        # yfinance caches past windows in-process by URL alone, whichever session asked: a cached
+        # answer from another source (or an earlier failure) must never stand in for this one.
+        YfData.cache_get.cache_clear()
         ticker = yf.Ticker(symbol, session=self.session)
+        last_day = end - dt.timedelta(days=1)
         try:
             history = ticker.history(
                 start=start.isoformat(),
@@ -103,14 +110,27 @@ class QuoteClient(dg.ConfigurableResource):
                 actions=True,
                 timeout=self.timeout_s,
             )
-        except (requests.ConnectionError, requests.Timeout) as err:
-            raise _unreachable(self.source, err) from err
-        except Exception as err:  # yfinance raises its own error types for Yahoo's answers
+        except YFPricesMissingError as err:
+            if err.yahoo_reason:
+                raise TickerFetchError(f"{symbol}: Yahoo says {err.yahoo_reason!r}") from err
+            raise TickerFetchError(
+                f"{symbol}: Yahoo returned no bars for {start}..{last_day}, which holds NYSE sessions "
+                "(an empty answer is never taken for 'no trading')"
+            ) from err
+        except YFTzMissingError as err:
+            raise TickerFetchError(f"{symbol}: unknown to Yahoo (no exchange time zone; possibly delisted)") from err
+        except Exception as err:  # yfinance lets transport errors through under several classes
             if _is_connection_failure(err):
                 raise _unreachable(self.source, err) from err
-            raise TickerFetchError(f"{symbol}: {err}") from err
+            status = getattr(getattr(err, "response", None), "status_code", None)
+            if status == 404:
+                raise TickerFetchError(f"{symbol}: not found at Yahoo (HTTP 404, possibly delisted)") from err
+            raise TickerFetchError(f"{symbol}: {type(err).__name__}: {err}") from err
         if history.empty:
-            raise TickerFetchError(f"{symbol}: Yahoo returned no bars for {start}..{end - dt.timedelta(days=1)}")
+            raise TickerFetchError(
+                f"{symbol}: Yahoo returned no bars for {start}..{last_day}, which holds NYSE sessions "
+                "(an empty answer is never taken for 'no trading')"
+            )
         return to_raw_frame(symbol, history, source=self.source)
 
     def fetch(
@@ -192,8 +212,13 @@ def _live_session() -> requests.Session:
 
 
 def _is_connection_failure(err: Exception) -> bool:
-    names = {type(e).__name__ for e in _causes(err)}
-    return bool(names & {"ConnectionError", "DNSError", "Timeout", "ConnectTimeout", "CurlError"})
+    """Whether `err` (or what caused it) means the source could not be reached at all."""
+    for cause in _causes(err):
+        if isinstance(cause, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
+            return True
+        if type(cause).__name__ in {"DNSError", "CurlError", "ConnectionError", "Timeout"}:  # curl_cffi
+            return True
+    return False
 
 
 def _causes(err: BaseException):
