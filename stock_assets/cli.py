@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import json
 import datetime as dt
 import os
 import subprocess
 import sys
+import warnings
 
 from stock_assets import settings
+from stock_assets.bench import BENCHMARKS
+from stock_assets.bench import load as load_benchmark
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The project uses Dagster's beta backfill policies on purpose; say so once, not per asset.
+    warnings.filterwarnings("ignore", message=r".*(beta|preview).*", module=r"dagster(\.|$)")
     parser = argparse.ArgumentParser(prog="stock-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -33,9 +39,20 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("validate", help="load the definitions and validate them")
 
+    bench = commands.add_parser("bench", help="run a benchmark and print one JSON object")
+    benchmarks = bench.add_subparsers(dest="benchmark", required=True)
+    for name in BENCHMARKS:
+        load_benchmark(name).configure(benchmarks.add_parser(name, help=load_benchmark(name).__doc__))
+
     args = parser.parse_args(argv)
-    handler = {"db": _db, "demo": _demo, "dev": _dev, "validate": _validate}[args.command]
+    handler = {"db": _db, "demo": _demo, "dev": _dev, "validate": _validate, "bench": _bench}[args.command]
     return handler(args)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    result = load_benchmark(args.benchmark).run(args)
+    print(json.dumps(result, indent=None if getattr(args, "json", False) else 2, default=str))
+    return 0
 
 
 def _db(args: argparse.Namespace) -> int:

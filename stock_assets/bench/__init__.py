@@ -1,0 +1,17 @@
+"""Benchmarks run by `stock-assets bench <name>`; each prints one JSON object.
+
+Each benchmark is a module with `configure(parser)` (its arguments) and `run(args) -> dict`
+(the figures). Add a new one to BENCHMARKS. Benchmarks are never part of the test suite.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+# name -> module; the module is imported only when its benchmark is listed or run.
+BENCHMARKS: dict[str, str] = {}
+
+
+def load(name: str) -> ModuleType:
+    return importlib.import_module(BENCHMARKS[name])
