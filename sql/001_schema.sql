@@ -31,8 +31,8 @@ CREATE TABLE IF NOT EXISTS market.prices (
     source      text             NOT NULL,   -- 'replay' or 'yahoo'
     loaded_at   timestamptz      NOT NULL DEFAULT now(),
     PRIMARY KEY (symbol, trade_date),
-    CHECK (low <= high AND low <= open AND low <= close AND open <= high AND close <= high),
-    CHECK (low > 0 AND volume >= 0)
+    CONSTRAINT prices_ohlc_consistent CHECK (low <= open AND low <= close AND open <= high AND close <= high),
+    CONSTRAINT prices_positive CHECK (low > 0 AND adj_close > 0 AND volume >= 0)
 ) PARTITION BY RANGE (trade_date);
 
 -- Rows the cleaning step rejected, with the reason; replaced per trading day on every run.
@@ -49,7 +49,6 @@ CREATE TABLE IF NOT EXISTS market.price_rejections (
     volume      double precision,
     recorded_at timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX IF NOT EXISTS price_rejections_trade_date_idx ON market.price_rejections (trade_date);
 
 -- Per sector and trading day, from market.prices joined to the universe.
 CREATE TABLE IF NOT EXISTS market.sector_daily_performance (

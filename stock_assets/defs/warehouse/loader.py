@@ -1,66 +1,156 @@
-"""Loading a month of clean prices into its child table of `market.prices`.
+"""Loading a month of clean prices into its child table of `market.prices`, at close to COPY speed.
 
-The load is one transaction: take the month's advisory lock (so two loads of the same month queue
-instead of interleaving), empty the month's child table, and binary-COPY the new rows in. Readers
-see the old month until the commit and the new month after it, never a mix; loading the same month
-twice leaves one copy of each row, and the last writer wins.
+Rows stream in as chunks (DataFrames) and reach PostgreSQL as binary COPY encoded by numpy
+(`stock_assets.database.pgcopy`): no per-row Python work, memory bounded by one chunk.
+
+Two strategies, both one transaction under the month's advisory lock (two loads of the same
+month queue instead of interleaving; readers see the old month or the new one, never a mix):
+
+- `swap` (the default, faster for whole months): COPY into a new unindexed table carrying the
+  month's bounds as a CHECK constraint, build its indexes in bulk, then DETACH the old child table
+  and ATTACH the new one (`market.swap_in_prices_load_table`, sql/002_partition_functions.sql).
+  With the embedded server's `wal_level = minimal`, COPY into a table created in the same
+  transaction skips the WAL entirely.
+- `upsert`: COPY into an unindexed temporary staging table, then one
+  `INSERT ... ON CONFLICT DO UPDATE ... WHERE ... IS DISTINCT FROM` (sql/queries/
+  upsert_month_from_stage.sql), deleting rows that vanished upstream. Unchanged rows are not
+  rewritten, so it suits small corrections to a month that is mostly right.
+
+`stock-assets bench load` measures both against the raw COPY limit.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 import pandas as pd
 import psycopg
 from psycopg import sql
 
+from stock_assets.database.pgcopy import copy_payloads
+from stock_assets.database.schema import load_query
+
 # First key of the two-key advisory lock that guards a month of market.prices.
 PRICES_LOCK_NAMESPACE = 0x5052_4943  # "PRIC"
 
-LOAD_COLUMNS = [
-    "symbol", "trade_date", "open", "high", "low", "close", "adj_close", "volume",
-    "dividend", "split_ratio", "source",
+COPY_COLUMNS: list[tuple[str, str]] = [
+    ("symbol", "text"), ("trade_date", "date"), ("open", "float8"), ("high", "float8"), ("low", "float8"),
+    ("close", "float8"), ("adj_close", "float8"), ("volume", "int8"), ("dividend", "float8"),
+    ("split_ratio", "float8"), ("source", "text"),
 ]
-_COPY_TYPES = [
-    "text", "date", "float8", "float8", "float8", "float8", "float8", "int8", "float8", "float8", "text",
-]
+Strategy = Literal["swap", "upsert"]
+
+_STAGE_TABLE = sql.SQL(
+    "CREATE TEMP TABLE stage_prices (symbol text, trade_date date, open float8, high float8, low float8,"
+    " close float8, adj_close float8, volume int8, dividend float8, split_ratio float8, source text)"
+    " ON COMMIT DROP"
+)
 
 
 @dataclass(frozen=True)
 class MonthLoad:
     partition: str
-    rows_deleted: int
+    rows_replaced: int
     rows_loaded: int
+    strategy: str
+
+
+def load_month(
+    conn: psycopg.Connection,
+    month_start: dt.date,
+    chunks: Iterable[pd.DataFrame] | pd.DataFrame,
+    strategy: Strategy = "swap",
+) -> MonthLoad:
+    """Replace the month containing `month_start` with the rows in `chunks` (that month's only)."""
+    month_start = month_start.replace(day=1)
+    counted = _Counted(_within_month([chunks] if isinstance(chunks, pd.DataFrame) else chunks, month_start))
+    if strategy == "swap":
+        return _swap(conn, month_start, counted)
+    if strategy == "upsert":
+        return _upsert(conn, month_start, counted)
+    raise ValueError(f"unknown load strategy {strategy!r}")
 
 
 def ensure_partition(conn: psycopg.Connection, month_start: dt.date) -> str:
-    """Create the month's child table if missing (its own short transaction); returns its name."""
+    """Create the month's child table if missing (its own short transaction); returns its name.
+
+    Under the month's lock: CREATE TABLE IF NOT EXISTS still fails when another session creates
+    the same table at the same moment.
+    """
     with conn.transaction():
-        row = conn.execute("SELECT market.ensure_prices_partition(%s)", [month_start]).fetchone()
+        _lock_month(conn, month_start)
+        return _scalar(conn, "SELECT market.ensure_prices_partition(%s)", [month_start])
+
+
+def _swap(conn: psycopg.Connection, month_start: dt.date, rows: "_Counted") -> MonthLoad:
+    with conn.transaction():
+        _lock_month(conn, month_start)
+        load_table = _scalar(conn, "SELECT market.create_prices_load_table(%s)", [month_start])
+        _copy(conn, sql.Identifier("market", load_table), rows)
+        replaced = _scalar(conn, "SELECT market.swap_in_prices_load_table(%s)", [month_start])
+        partition = _scalar(conn, "SELECT market.prices_partition_name(%s)", [month_start])
+    return MonthLoad(partition=partition, rows_replaced=replaced, rows_loaded=rows.count, strategy="swap")
+
+
+def _upsert(conn: psycopg.Connection, month_start: dt.date, rows: "_Counted") -> MonthLoad:
+    partition = ensure_partition(conn, month_start)
+    month_end = _next_month(month_start)
+    with conn.transaction():
+        _lock_month(conn, month_start)
+        before = _scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("market", partition)))
+        conn.execute(_STAGE_TABLE)
+        _copy(conn, sql.Identifier("stage_prices"), rows)
+        conn.execute(load_query("upsert_month_from_stage"), {"month_start": month_start, "month_end": month_end})
+        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier("market", partition)))
+    return MonthLoad(partition=partition, rows_replaced=before, rows_loaded=rows.count, strategy="upsert")
+
+
+def _copy(conn: psycopg.Connection, table: sql.Composable, rows: Iterable[pd.DataFrame]) -> None:
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        table, sql.SQL(", ").join(sql.Identifier(name) for name, _ in COPY_COLUMNS)
+    )
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        for payload in copy_payloads(rows, COPY_COLUMNS):
+            copy.write(payload)
+
+
+def _lock_month(conn: psycopg.Connection, month_start: dt.date) -> None:
+    conn.execute("SELECT pg_advisory_xact_lock(%s, %s)",
+                 [PRICES_LOCK_NAMESPACE, month_start.year * 100 + month_start.month])
+
+
+def _scalar(conn: psycopg.Connection, query, params=None):
+    row = conn.execute(query, params).fetchone()
     assert row is not None
     return row[0]
 
 
-def load_month(conn: psycopg.Connection, month_start: dt.date, rows: pd.DataFrame) -> MonthLoad:
-    """Replace the month containing `month_start` with `rows` (clean prices of that month only)."""
-    outside = rows[(pd.to_datetime(rows["trade_date"]).dt.to_period("M") != pd.Period(month_start, "M"))]
-    if len(outside):
-        raise ValueError(f"{len(outside)} rows fall outside the month {month_start:%Y-%m}")
-    partition = ensure_partition(conn, month_start)
-    table = sql.Identifier("market", partition)
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", [PRICES_LOCK_NAMESPACE, _month_key(month_start)])
-        deleted = conn.execute(sql.SQL("DELETE FROM {}").format(table)).rowcount
-        copy_statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-            table, sql.SQL(", ").join(sql.Identifier(c) for c in LOAD_COLUMNS)
-        )
-        with conn.cursor() as cur, cur.copy(copy_statement) as copy:
-            copy.set_types(_COPY_TYPES)
-            for record in rows[LOAD_COLUMNS].itertuples(index=False, name=None):
-                copy.write_row(record)
-    return MonthLoad(partition=partition, rows_deleted=deleted, rows_loaded=len(rows))
+def _next_month(month_start: dt.date) -> dt.date:
+    return (month_start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
 
 
-def _month_key(month_start: dt.date) -> int:
-    return month_start.year * 100 + month_start.month
+def _within_month(chunks: Iterable[pd.DataFrame], month_start: dt.date) -> Iterable[pd.DataFrame]:
+    month = pd.Period(month_start, "M")
+    for chunk in chunks:
+        if chunk.empty:
+            continue
+        outside = pd.to_datetime(chunk["trade_date"]).dt.to_period("M") != month
+        if outside.any():
+            raise ValueError(f"{int(outside.sum())} rows fall outside the month {month_start:%Y-%m}")
+        yield chunk
+
+
+class _Counted:
+    """Passes chunks through and counts their rows."""
+
+    def __init__(self, chunks: Iterable[pd.DataFrame]) -> None:
+        self._chunks = chunks
+        self.count = 0
+
+    def __iter__(self):
+        for chunk in self._chunks:
+            self.count += len(chunk)
+            yield chunk
