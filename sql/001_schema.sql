@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS market.prices (
     split_ratio double precision NOT NULL DEFAULT 1,  -- e.g. 4 for a 4:1 split effective trade_date
     source      text             NOT NULL,   -- 'replay' or 'yahoo'
     loaded_at   timestamptz      NOT NULL DEFAULT now(),
-    PRIMARY KEY (symbol, trade_date),
+    -- INCLUDE makes the key cover one symbol's close/volume reads (see 004_indexes.sql).
+    CONSTRAINT prices_pkey PRIMARY KEY (symbol, trade_date) INCLUDE (close, adj_close, volume),
     CONSTRAINT prices_ohlc_consistent CHECK (low <= open AND low <= close AND open <= high AND close <= high),
     CONSTRAINT prices_positive CHECK (low > 0 AND adj_close > 0 AND volume >= 0)
 ) PARTITION BY RANGE (trade_date);

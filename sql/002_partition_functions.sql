@@ -65,7 +65,7 @@ BEGIN
 END
 $$;
 
--- Index the load table like market.prices' indexes (001_schema.sql, 004_indexes.sql) and swap it
+-- Index the load table like market.prices (its key, 001_schema.sql) and swap it
 -- in as the month's child table. Returns the number of rows the replaced child held.
 CREATE OR REPLACE FUNCTION market.swap_in_prices_load_table(day date)
 RETURNS bigint
@@ -78,11 +78,8 @@ DECLARE
     load_table  text := child || '_load';
     replaced    bigint := 0;
 BEGIN
-    EXECUTE format('ALTER TABLE market.%I ADD CONSTRAINT %I PRIMARY KEY (symbol, trade_date)',
+    EXECUTE format('ALTER TABLE market.%I ADD CONSTRAINT %I PRIMARY KEY (symbol, trade_date) INCLUDE (close, adj_close, volume)',
                    load_table, load_table || '_pkey');
-    EXECUTE format('CREATE INDEX %I ON market.%I (trade_date) INCLUDE (symbol, close, adj_close, volume)',
-                   load_table || '_covering', load_table);
-    EXECUTE format('ANALYZE market.%I', load_table);
     IF to_regclass(format('market.%I', child)) IS NOT NULL THEN
         EXECUTE format('SELECT count(*) FROM market.%I', child) INTO replaced;
         EXECUTE format('ALTER TABLE market.prices DETACH PARTITION market.%I', child);
@@ -90,7 +87,6 @@ BEGIN
     END IF;
     EXECUTE format('ALTER TABLE market.%I RENAME TO %I', load_table, child);
     EXECUTE format('ALTER INDEX market.%I RENAME TO %I', load_table || '_pkey', child || '_pkey');
-    EXECUTE format('ALTER INDEX market.%I RENAME TO %I', load_table || '_covering', child || '_covering');
     EXECUTE format('ALTER TABLE market.%I RENAME CONSTRAINT %I TO %I', child, load_table || '_month', child || '_month');
     EXECUTE format('ALTER TABLE market.prices ATTACH PARTITION market.%I FOR VALUES FROM (%L) TO (%L)',
                    child, month_start, month_end);

@@ -1,16 +1,16 @@
 -- The index strategy, each index justified by a query the project runs. Re-runnable.
 --
--- market.prices primary key (symbol, trade_date), declared in 001_schema.sql:
---   one symbol's history (`market.latest_quotes`, `WHERE symbol = $1 AND trade_date BETWEEN ...`),
---   the loader's ON CONFLICT upsert, and uniqueness. Monthly partitioning prunes the date range
---   first, so a one-symbol, one-month query touches a single child table and its PK index.
+-- market.prices primary key (symbol, trade_date) INCLUDE (close, adj_close, volume), declared in
+-- 001_schema.sql. It serves
+--   * one symbol's history (sql/queries/symbol_history.sql: `WHERE symbol = $1 AND trade_date
+--     BETWEEN $2 AND $3`, reading close/adj_close/volume) as an index-only scan: partition pruning
+--     picks the months, the key finds the symbol, the INCLUDE columns answer without the heap;
+--   * the latest bar per symbol (market.latest_quotes_mv) and the loader's ON CONFLICT upsert.
 --
--- Covering index for the sector aggregations (sql/queries/sector_daily_performance.sql): they
--- scan a date range of every symbol and read only symbol, close, adj_close and volume, so an
--- index on trade_date that INCLUDEs those columns serves them from the index alone once the
--- partition is vacuumed (the loader analyzes each month it loads).
-CREATE INDEX IF NOT EXISTS prices_trade_date_covering
-    ON market.prices (trade_date) INCLUDE (symbol, close, adj_close, volume);
+-- No separate trade_date index: every date-range query the project runs (the sector
+-- aggregations, sql/queries/sector_*.sql) reads whole months, which partition pruning already
+-- narrows to the right child tables; an index would cost every load and serve no query.
+DROP INDEX IF EXISTS market.prices_trade_date_covering;
 
 -- BRIN on market.price_rejections (trade_date): the cleaning step deletes and re-inserts a
 -- date range on every run (`DELETE ... WHERE trade_date >= $1 AND trade_date < $2`); rows arrive

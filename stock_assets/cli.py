@@ -12,7 +12,7 @@ import warnings
 
 from stock_assets import settings
 from stock_assets.bench import BENCHMARKS
-from stock_assets.bench import load as load_benchmark
+from stock_assets.bench import benchmark_module as load_benchmark
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,11 +62,11 @@ def _db(args: argparse.Namespace) -> int:
 
     server = EmbeddedServer(settings.state_dir())
     if args.db_command == "url":
-        values = prepare_environment()
+        values = prepare_environment(apply_pools=False)  # only names the URL: never touches Dagster
         value = values[settings.DAGSTER_PG_URL_ENV if args.dagster else settings.DATABASE_URL_ENV]
         print(value if args.show_password else redact(value))
     elif args.db_command == "start":
-        prepare_environment()
+        prepare_environment(apply_pools=False)
         print("embedded server running" if server.is_running() else "using the configured database")
     elif args.db_command == "stop":
         print("stopped" if server.stop() else "not running")

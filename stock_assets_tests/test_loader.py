@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pytest
+from psycopg import sql
 
 from stock_assets.database.pgcopy import copy_payloads
 from stock_assets.defs.warehouse.loader import COPY_COLUMNS, load_month
@@ -188,6 +189,9 @@ def test_encoder_refuses_nulls():
 
 
 def test_embedded_server_runs_with_the_tuning_profile(conn):
-    settings = dict(conn.execute(
-        "SELECT name, setting FROM pg_settings WHERE name IN ('wal_level', 'jit', 'max_wal_senders')").fetchall())
-    assert settings == {"wal_level": "minimal", "jit": "off", "max_wal_senders": "0"}
+    from stock_assets.database.tuning import tuning_profile
+
+    expected = tuning_profile()
+    names = ["shared_buffers", "work_mem", "maintenance_work_mem", "max_wal_size", "jit", "random_page_cost"]
+    shown = {name: conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()[0] for name in names}
+    assert shown == {name: expected[name] for name in names}

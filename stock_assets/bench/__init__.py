@@ -10,8 +10,10 @@ import importlib
 from types import ModuleType
 
 # name -> module; the module is imported only when its benchmark is listed or run.
-BENCHMARKS: dict[str, str] = {}
+BENCHMARKS: dict[str, str] = {
+    "load": "stock_assets.bench.load",
+}
 
 
-def load(name: str) -> ModuleType:
+def benchmark_module(name: str) -> ModuleType:
     return importlib.import_module(BENCHMARKS[name])

@@ -17,6 +17,11 @@ def with_driver(url: str, driver: str) -> str:
     return parsed.set(drivername=f"postgresql+{driver}").render_as_string(hide_password=False)
 
 
+def libpq_url(url: str) -> str:
+    """`url` as libpq (and psycopg.connect) accept it: plain postgresql://, no SQLAlchemy driver."""
+    return _parse(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def with_database(url: str, database: str) -> str:
     return _parse(url).set(database=database).render_as_string(hide_password=False)
 

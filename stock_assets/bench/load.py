@@ -1,0 +1,185 @@
+"""Load N generated OHLCV rows: the project's loader against raw COPY, pandas to_sql and executemany."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import resource
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import psycopg
+from psycopg import sql
+from sqlalchemy import create_engine, insert, table, column
+
+from stock_assets.database.pgcopy import copy_payloads
+from stock_assets.database.schema import ensure_schema
+from stock_assets.database.urls import libpq_url, with_database, with_driver
+from stock_assets.defs.warehouse.loader import COPY_COLUMNS, load_month
+
+BENCH_DATABASE = "stock_assets_bench"
+CHUNK_ROWS = 50_000  # rows per COPY chunk: memory per load is bounded by this, not by the month
+_PLAIN_TABLE = (
+    "CREATE TABLE bench_plain (symbol text, trade_date date, open float8, high float8, low float8, close float8,"
+    " adj_close float8, volume int8, dividend float8, split_ratio float8, source text)"
+)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows to load (default 1,000,000)")
+    parser.add_argument("--tickers", type=int, default=1000, help="distinct tickers (default 1000)")
+    parser.add_argument("--baseline-rows", type=int, default=100_000,
+                        help="rows for the slow baselines (to_sql, executemany); figures are rows/s")
+    parser.add_argument("--json", action="store_true", help="one line of JSON")
+
+
+def run(args: argparse.Namespace) -> dict:
+    from stock_assets.environment import prepare_environment
+
+    url = with_database(prepare_environment()["STOCK_ASSETS_DATABASE_URL"], BENCH_DATABASE)
+    _recreate_database(url)
+    try:
+        return _measure(url, args.rows, args.tickers, min(args.baseline_rows, args.rows))
+    finally:
+        _drop_database(url)
+
+
+def _measure(url: str, rows: int, tickers: int, baseline_rows: int) -> dict:
+    ensure_schema(create_engine(with_driver(url, "psycopg")))
+    # The data is generated before any clock starts, so every method is timed on loading alone.
+    months = [(month, _generate(month, days, tickers)) for month, days in _months(rows, tickers)]
+    loaded = sum(len(frame) for _, frame in months)
+    rss_before = _peak_rss_mb()
+    figures: dict[str, float] = {}
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        for strategy in ("swap", "upsert"):
+            began = time.perf_counter()
+            for month, frame in months:
+                load_month(conn, month, _chunks(frame), strategy=strategy)
+            figures[f"project_{strategy}"] = loaded / (time.perf_counter() - began)
+        rss_after_project = _peak_rss_mb()
+
+        # The physical limit: one binary COPY stream into an unindexed plain table, as it usually
+        # exists (created beforehand, so the COPY is WAL-logged) ...
+        conn.execute(_PLAIN_TABLE)
+        began = time.perf_counter()
+        _copy_plain(conn, months)
+        figures["copy_limit"] = loaded / (time.perf_counter() - began)
+        conn.execute("DROP TABLE bench_plain")
+        # ... and created in the same transaction (which lets a wal_level=minimal server skip WAL).
+        began = time.perf_counter()
+        with conn.transaction():
+            conn.execute(_PLAIN_TABLE)
+            _copy_plain(conn, months)
+        figures["copy_limit_wal_skipped"] = loaded / (time.perf_counter() - began)
+        conn.execute("TRUNCATE bench_plain")
+
+    sample = pd.concat([frame for _, frame in months]).iloc[:baseline_rows]
+    engine = create_engine(with_driver(url, "psycopg"))
+    began = time.perf_counter()
+    sample.to_sql("bench_plain", engine, if_exists="append", index=False, method="multi", chunksize=1000)
+    figures["pandas_to_sql"] = len(sample) / (time.perf_counter() - began)
+
+    target = table("bench_plain", *(column(name) for name, _ in COPY_COLUMNS))
+    records = sample.to_dict("records")
+    began = time.perf_counter()
+    with engine.begin() as sa_conn:
+        sa_conn.execute(insert(target), records)
+    figures["executemany"] = len(sample) / (time.perf_counter() - began)
+    engine.dispose()
+
+    project = max(figures["project_swap"], figures["project_upsert"])
+    return {
+        "rows": loaded,
+        "tickers": tickers,
+        "months": len(months),
+        "baseline_rows": len(sample),
+        "rows_per_s": {
+            "project": round(project),
+            "project_swap": round(figures["project_swap"]),
+            "project_upsert": round(figures["project_upsert"]),
+            "copy_limit": round(figures["copy_limit"]),
+            "copy_limit_wal_skipped": round(figures["copy_limit_wal_skipped"]),
+            "pandas_to_sql": round(figures["pandas_to_sql"]),
+            "executemany": round(figures["executemany"]),
+        },
+        "project": round(project),
+        "copy_limit": round(figures["copy_limit"]),
+        "pandas_to_sql": round(figures["pandas_to_sql"]),
+        "executemany": round(figures["executemany"]),
+        "project_strategy": "swap" if figures["project_swap"] >= figures["project_upsert"] else "upsert",
+        "project_vs_copy": round(project / figures["copy_limit"], 3),
+        "project_vs_copy_wal_skipped": round(project / figures["copy_limit_wal_skipped"], 3),
+        "project_vs_pandas": round(project / figures["pandas_to_sql"], 1),
+        "data_mb": round(sum(f.memory_usage(deep=True).sum() for _, f in months) / 2**20, 1),
+        "peak_rss_mb_before_load": round(rss_before, 1),
+        "project_load_rss_growth_mb": round(rss_after_project - rss_before, 1),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+    }
+
+
+def _copy_plain(conn: psycopg.Connection, months: list[tuple[dt.date, pd.DataFrame]]) -> None:
+    with conn.cursor() as cur, cur.copy(sql.SQL("COPY bench_plain FROM STDIN (FORMAT BINARY)")) as copy:
+        for payload in copy_payloads((chunk for _, frame in months for chunk in _chunks(frame)), COPY_COLUMNS):
+            copy.write(payload)
+
+
+def _months(rows: int, tickers: int) -> list[tuple[dt.date, list[dt.date]]]:
+    """Consecutive months of business days: enough whole days of `tickers` rows to reach `rows`."""
+    days = pd.bdate_range("2010-01-04", periods=-(-rows // tickers)).date
+    by_month: dict[dt.date, list[dt.date]] = {}
+    for day in days:
+        by_month.setdefault(day.replace(day=1), []).append(day)
+    return list(by_month.items())
+
+
+def _generate(month: dt.date, days: list[dt.date], tickers: int) -> pd.DataFrame:
+    """A month of bars: a random walk of realistic prices and volumes per ticker, date-ordered."""
+    rng = np.random.default_rng(month.toordinal())
+    symbols = np.array([_symbol(i) for i in range(tickers)], dtype=object)
+    shape = (len(days), tickers)
+    level = (20 + rng.random(tickers) * 300) * np.exp(np.cumsum(rng.normal(0.0003, 0.02, shape), axis=0))
+    close = np.round(level, 4)
+    open_ = np.round(close * np.exp(rng.normal(0, 0.01, shape)), 4)
+    high = np.round(np.maximum(open_, close) * (1 + rng.random(shape) * 0.02), 4)
+    low = np.round(np.minimum(open_, close) * (1 - rng.random(shape) * 0.02), 4)
+    return pd.DataFrame({
+        "symbol": np.tile(symbols, len(days)), "trade_date": np.repeat(np.array(days, dtype=object), tickers),
+        "open": open_.ravel(), "high": high.ravel(), "low": low.ravel(), "close": close.ravel(),
+        "adj_close": np.round(close.ravel() * 0.97, 4), "volume": rng.integers(10_000, 50_000_000, close.size),
+        "dividend": 0.0, "split_ratio": 1.0, "source": "bench",
+    })
+
+
+def _chunks(frame: pd.DataFrame, size: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    for start in range(0, len(frame), size):
+        yield frame.iloc[start:start + size]
+
+
+def _symbol(i: int) -> str:
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    name = ""
+    i += 26  # at least two letters
+    while i:
+        i, r = divmod(i, 26)
+        name = letters[r] + name
+    return name
+
+
+def _recreate_database(url: str) -> None:
+    admin = libpq_url(with_database(url, "postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DATABASE)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DATABASE)))
+
+
+def _drop_database(url: str) -> None:
+    admin = libpq_url(with_database(url, "postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DATABASE)))
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
