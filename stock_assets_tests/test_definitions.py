@@ -36,7 +36,8 @@ def asset_graph_snapshot(defs: dg.Definitions) -> dict:
             "code_version": node.code_version,
             "checks": sorted(check.name for check in node.check_keys),
             "io_manager_key": node.io_manager_key,
-            "automation_condition": str(node.automation_condition) if node.automation_condition else None,
+            "automation_condition": node.automation_condition.get_label() if node.automation_condition else None,
+            "freshness_policy": type(node.freshness_policy).__name__ if node.freshness_policy else None,
             "has_description": bool(node.description),
         }
     return snapshot

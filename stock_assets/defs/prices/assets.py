@@ -7,6 +7,7 @@ import dagster as dg
 import pandas as pd
 from sqlalchemy import text
 
+from stock_assets.automation import DAILY_FRESHNESS
 from stock_assets.database.resource import PostgresResource
 from stock_assets.defs.prices.cleaning import REJECTED_COLUMNS, CleaningResult, clean_quotes
 from stock_assets.defs.universe.resources import TickerSelection
@@ -31,6 +32,7 @@ CHECKS = [
     backfill_policy=dg.BackfillPolicy.single_run(),
     io_manager_key="landing_io_manager",
     check_specs=CHECKS,
+    freshness_policy=DAILY_FRESHNESS,
     group_name="prices",
     kinds={"pandas", "parquet", "postgres"},
     owners=["team:market-data"],

@@ -4,6 +4,7 @@
 import dagster as dg
 from sqlalchemy import TextClause, text
 
+from stock_assets.automation import SECTOR_FRESHNESS, follow_upstream
 from stock_assets.database.resource import PostgresResource
 from stock_assets.database.schema import load_query
 from stock_assets.partitions import month_bounds, monthly_partitions
@@ -38,6 +39,8 @@ def _replace_months(
     partitions_def=monthly_partitions,
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=12),
     deps=["monthly_prices", "ticker_universe"],
+    automation_condition=follow_upstream(),
+    freshness_policy=SECTOR_FRESHNESS,
     group_name="sectors",
     kinds={"postgres", "sql"},
     owners=["team:market-data"],
@@ -56,6 +59,8 @@ def sector_daily_performance(context: dg.AssetExecutionContext, database: Postgr
     partitions_def=monthly_partitions,
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=12),
     deps=["sector_daily_performance"],
+    automation_condition=follow_upstream(),
+    freshness_policy=SECTOR_FRESHNESS,
     group_name="sectors",
     kinds={"postgres", "sql"},
     owners=["team:market-data"],

@@ -4,6 +4,7 @@ import dagster as dg
 import pandas as pd
 from sqlalchemy import text
 
+from stock_assets.automation import follow_upstream
 from stock_assets.database.resource import PostgresResource
 from stock_assets.defs.warehouse.loader import load_month
 from stock_assets.partitions import month_bounds, monthly_partitions
@@ -15,6 +16,7 @@ PRICES_TABLE = "market.prices"
     partitions_def=monthly_partitions,
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=12),
     ins={"cleaned_prices": dg.AssetIn(partition_mapping=dg.TimeWindowPartitionMapping())},
+    automation_condition=follow_upstream(),
     group_name="warehouse",
     kinds={"postgres"},
     owners=["team:market-data"],

@@ -1,0 +1,33 @@
+"""Declarative automation and freshness shared by the domains.
+
+Downstream monthly assets follow their upstream declaratively instead of through sensors: when a
+daily partition is re-materialized (a gap filled, a restatement), the month that holds it reloads,
+and the sector aggregations of that month follow.
+"""
+
+import datetime as dt
+
+import dagster as dg
+
+from stock_assets.partitions import MARKET_TIMEZONE
+
+
+def follow_upstream() -> dg.AutomationCondition:
+    """Dagster's `eager` for every partition, not only the latest: historical months follow too.
+
+    Requested when a dependency's partition is updated, never while a dependency is missing or in
+    progress, and not on the first evaluation (so enabling it does not launch the whole history).
+    """
+    return dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window()).with_label(
+        "follow upstream (all partitions)"
+    )
+
+
+# Daily data lands after the 16:00 close; the daily schedule runs at 18:30 New York.
+DAILY_FRESHNESS = dg.FreshnessPolicy.cron(
+    deadline_cron="0 20 * * 1-5", lower_bound_delta=dt.timedelta(hours=4), timezone=MARKET_TIMEZONE
+)
+# Sector tables follow the monthly reload at 19:15.
+SECTOR_FRESHNESS = dg.FreshnessPolicy.cron(
+    deadline_cron="0 21 * * 1-5", lower_bound_delta=dt.timedelta(hours=5), timezone=MARKET_TIMEZONE
+)
