@@ -1,0 +1,77 @@
+"""The gap sensor: keeps the daily data whole without anyone watching."""
+
+import datetime as dt
+import json
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+from pydantic import Field
+
+from stock_assets.database.resource import PostgresResource
+from stock_assets.defs.prices.gaps import (
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    contiguous_ranges,
+    in_flight_days,
+    sessions_in_window,
+    sessions_missing_rows,
+    unmaterialized_sessions,
+)
+from stock_assets.defs.quotes.resources import QuoteClient
+from stock_assets.jobs import daily_prices_job
+from stock_assets.partitions import MARKET_TIMEZONE
+
+
+class GapPolicy(dg.ConfigurableResource):
+    """How far back the gap sensor looks, and how long it waits before asking again for a range."""
+
+    lookback_days: int = Field(default=30, description="Calendar days before today that the gap sensor inspects.")
+    retry_after_minutes: int = Field(default=60, description="Minimum wait before re-requesting the same range.")
+
+
+def market_today(quotes: QuoteClient, now: dt.datetime) -> dt.date:
+    """Today in New York; for the bundled replay, the day after its last recorded session."""
+    if quotes.source == "replay":
+        from stock_assets.defs.quotes.archive import PriceArchive
+
+        return PriceArchive.bundled().last_date + dt.timedelta(days=1)
+    return now.astimezone(ZoneInfo(MARKET_TIMEZONE)).date()
+
+
+@dg.sensor(
+    job=daily_prices_job,
+    minimum_interval_seconds=300,
+    description="Requests one run per contiguous range of missing or failed trading days in the look-back "
+                "window (weekends and NYSE holidays are not gaps), skipping ranges already queued or running.",
+)
+def gap_sensor(
+    context: dg.SensorEvaluationContext, database: PostgresResource, quotes: QuoteClient, gap_policy: GapPolicy
+) -> dg.SensorResult:
+    now = dt.datetime.now(dt.timezone.utc)
+    sessions = sessions_in_window(market_today(quotes, now), gap_policy.lookback_days)
+    gaps = unmaterialized_sessions(context.instance, sessions) | sessions_missing_rows(
+        context.instance, database, sessions)
+    gaps -= in_flight_days(context.instance, daily_prices_job.name)
+
+    requested: dict[str, str] = json.loads(context.cursor or "{}").get("requested", {})
+    cutoff = now - dt.timedelta(minutes=gap_policy.retry_after_minutes)
+    requested = {k: v for k, v in requested.items() if dt.datetime.fromisoformat(v) > cutoff}
+    run_requests = []
+    for first, last in contiguous_ranges(gaps):
+        label = f"{first}..{last}"
+        if label in requested:
+            continue
+        requested[label] = now.isoformat()
+        run_requests.append(dg.RunRequest(
+            run_key=f"gap:{label}:{now:%Y%m%dT%H%M%S}",
+            tags={RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat(),
+                  "stock_assets/trigger": "gap_sensor"},
+        ))
+    cursor = json.dumps({"requested": requested}, sort_keys=True)
+    if not run_requests:
+        return dg.SensorResult(skip_reason=dg.SkipReason(
+            f"No gaps in {len(sessions)} sessions up to {sessions[-1] if sessions else '-'}"
+            + (f" ({len(gaps)} gap days already requested)" if gaps else "")), cursor=cursor)
+    context.log.info("Requesting %d gap range(s): %s", len(run_requests),
+                     ", ".join(f"{r.tags[RANGE_START_TAG]}..{r.tags[RANGE_END_TAG]}" for r in run_requests))
+    return dg.SensorResult(run_requests=run_requests, cursor=cursor)
