@@ -39,7 +39,7 @@ def build_resources() -> dict[str, object]:
         ),
         "quotes": QuoteClient(source=settings.quote_source()),
         "tickers": TickerSelection(tickers=settings.configured_tickers() or []),
-        "landing_io_manager": LandingIOManager(),
+        "landing_io_manager": LandingIOManager.from_environment(),
     }
 
 

@@ -2,20 +2,32 @@
 
 Called by every `stock-assets` command that talks to Dagster, before Dagster reads `dagster.yaml`.
 Values already in the environment win, so a deployment sets them and nothing here overrides it.
+
+It also applies the concurrency pool limits (`settings.pool_limits()`) to the instance: Dagster
+1.13's dagster.yaml can only hold a default pool limit (`concurrency: pools: default_limit`), a
+pool's own limit lives in the instance storage (what `dagster instance concurrency set` writes),
+so `stock-assets` writes them at start-up, idempotently. A deployment that starts Dagster without
+`stock-assets` runs `python -m stock_assets.environment` once per deploy (deploy/README.md).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stock_assets import settings
 from stock_assets.database.embedded import DAGSTER_DATABASE, EmbeddedServer
 from stock_assets.database.urls import with_database, with_driver
 
+if TYPE_CHECKING:
+    import dagster as dg
 
-def prepare_environment() -> dict[str, str]:
-    """Start the embedded server if no URL is configured and export what dagster.yaml reads."""
+
+def prepare_environment(apply_pools: bool = True) -> dict[str, str]:
+    """Start the embedded server if no URL is configured, export what dagster.yaml reads, and
+    (unless `apply_pools` is false) set the instance's concurrency pool limits."""
     state = settings.state_dir()
     pipeline_url = settings.configured_database_url()
     if pipeline_url is None:
@@ -32,7 +44,37 @@ def prepare_environment() -> dict[str, str]:
         "DAGSTER_COMPUTE_LOGS_DIR": os.environ.get("DAGSTER_COMPUTE_LOGS_DIR") or str(state / "dagster" / "logs"),
     }
     os.environ.update(values)
+    if apply_pools:
+        apply_pool_limits()
     return values
+
+
+def apply_pool_limits(
+    instance: dg.DagsterInstance | None = None, limits: dict[str, int] | None = None
+) -> dict[str, int]:
+    """Make the instance's pool limits equal `limits` (default `settings.pool_limits()`).
+
+    Idempotent: only a pool whose limit differs, or was only initialised from the default, is
+    written. Returns the pools written. Pools not named here are left alone. Without `instance`,
+    the instance at $DAGSTER_HOME is used.
+    """
+    import dagster as dg
+
+    limits = settings.pool_limits() if limits is None else limits
+    if instance is None:
+        with dg.DagsterInstance.get() as current:
+            return apply_pool_limits(current, limits)
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return {}
+    existing = {pool.name: pool for pool in storage.get_pool_limits()}
+    written = {}
+    for name, limit in limits.items():
+        pool = existing.get(name)
+        if pool is None or pool.limit != limit or pool.from_default:
+            storage.set_concurrency_slots(name, limit)
+            written[name] = limit
+    return written
 
 
 def _local_dagster_home(state: Path) -> Path:
@@ -46,3 +88,22 @@ def _local_dagster_home(state: Path) -> Path:
         link.unlink(missing_ok=True)
         link.symlink_to(target)
     return home
+
+
+def main() -> int:
+    """`python -m stock_assets.environment`: apply the pool limits to the instance at $DAGSTER_HOME.
+
+    For deployments that start Dagster's own processes (webserver, daemon) without `stock-assets`.
+    """
+    if not os.environ.get("DAGSTER_HOME"):
+        print("DAGSTER_HOME is not set: it must name the instance whose pool limits to set", file=sys.stderr)
+        return 2
+    limits = settings.pool_limits()
+    written = apply_pool_limits(limits=limits)
+    for name, limit in sorted(limits.items()):
+        print(f"pool {name}: limit {limit} ({'set' if name in written else 'unchanged'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,6 +11,11 @@ is a matter of environment variables, never a code change.
 | STOCK_ASSETS_QUOTE_SOURCE     | `replay` (bundled recorded data) or `yahoo` (live)         | `replay`                     |
 | STOCK_ASSETS_TICKERS          | comma-separated symbols to fetch                           | the bundled sample's tickers |
 | STOCK_ASSETS_STATE_DIR        | local state: embedded database, landing zone, caches      | `<project>/.state`           |
+| STOCK_ASSETS_LANDING_URL      | the raw landing zone: a folder, `file:///path`, or        | `<state dir>/landing`        |
+|                               | `s3://bucket/prefix` (S3 through dagster-aws' S3Resource;  |                              |
+|                               | region, credentials, endpoint from the standard AWS chain) |                              |
+| STOCK_ASSETS_POOL_LIMITS      | Dagster concurrency pool limits applied at start-up,       | `yahoo=1,postgres=4`         |
+|                               | `name=limit,...` (merged over the defaults)                |                              |
 """
 
 from __future__ import annotations
@@ -23,6 +28,15 @@ DAGSTER_PG_URL_ENV = "DAGSTER_PG_URL"
 QUOTE_SOURCE_ENV = "STOCK_ASSETS_QUOTE_SOURCE"
 TICKERS_ENV = "STOCK_ASSETS_TICKERS"
 STATE_DIR_ENV = "STOCK_ASSETS_STATE_DIR"
+LANDING_URL_ENV = "STOCK_ASSETS_LANDING_URL"
+POOL_LIMITS_ENV = "STOCK_ASSETS_POOL_LIMITS"
+
+# Dagster concurrency pools (instance-wide, so fleet-wide when every worker shares one instance):
+# `yahoo` keeps the whole fleet to one Yahoo fetch at a time (Yahoo throttles per IP at about one
+# request a second); `postgres` is sized to the database's connection budget (deploy/README.md).
+YAHOO_POOL = "yahoo"
+POSTGRES_POOL = "postgres"
+DEFAULT_POOL_LIMITS = {YAHOO_POOL: 1, POSTGRES_POOL: 4}
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
@@ -56,3 +70,25 @@ def configured_tickers() -> list[str] | None:
     if raw is None or not raw.strip():
         return None
     return [part for part in (p.strip() for p in raw.split(",")) if part]
+
+
+def configured_landing_url() -> str | None:
+    """The landing zone's location from the environment, or None for `<state dir>/landing`."""
+    return os.environ.get(LANDING_URL_ENV, "").strip() or None
+
+
+def pool_limits() -> dict[str, int]:
+    """Concurrency pool limits: the defaults, overridden by `STOCK_ASSETS_POOL_LIMITS=name=limit,...`."""
+    limits = dict(DEFAULT_POOL_LIMITS)
+    raw = os.environ.get(POOL_LIMITS_ENV, "")
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or not value.isdigit():
+            raise ValueError(
+                f"{POOL_LIMITS_ENV}: expected `name=limit` with a non-negative integer limit, got {item!r}"
+            )
+        limits[name] = int(value)
+    return limits

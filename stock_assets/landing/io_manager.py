@@ -3,21 +3,27 @@
 A run may cover one trading day or a whole range (single-run backfills): outputs are split by
 their `trade_date` column into one file per partition key, and inputs read back every partition
 of the requested range. A day with no rows (an NYSE holiday) is stored as an empty file, so that
-"materialized and empty" and "never materialized" stay distinguishable. Files are written to a
-temporary name and renamed, so a reader never sees half a file.
+"materialized and empty" and "never materialized" stay distinguishable. Writes are atomic: a
+reader never sees half a file.
+
+Where the files go is a small pluggable store (`stock_assets.landing.stores`), chosen by the
+landing URL: a local folder by default (`<state dir>/landing`), or `s3://bucket/prefix` through
+dagster-aws' `S3Resource` in production (`STOCK_ASSETS_LANDING_URL`). Both stores receive the same
+Parquet bytes, so the behaviour described above is identical on either.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
+import io
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from stock_assets import settings
+from stock_assets.landing.stores import LandingStore, LocalLandingStore, is_s3_url, open_store
 
 DATE_COLUMN = "trade_date"
 
@@ -27,17 +33,52 @@ class MissingLandingPartitions(RuntimeError):
 
 
 class LandingIOManager(dg.ConfigurableIOManager):
-    """Daily frames as Parquet files under `base_dir/<asset>/<YYYY>/<YYYY-MM-DD>.parquet`."""
+    """Daily frames as Parquet, one object per partition, in a folder or an S3 bucket.
 
+    Local: `<root>/<asset>/<YYYY>/<YYYY-MM-DD>.parquet`.
+    S3:    `s3://<bucket>/<prefix>/<asset>/date=<YYYY-MM-DD>/part.parquet`.
+    """
+
+    url: str | None = Field(
+        default=None,
+        description="Landing zone location: a folder, file:///path or s3://bucket/prefix; empty means "
+        "`base_dir`, else `<state dir>/landing`.",
+    )
     base_dir: str | None = Field(
-        default=None, description="Root of the landing zone; empty means `<state dir>/landing`."
+        default=None, description="Root folder of a local landing zone (used when `url` is empty)."
+    )
+    s3: S3Resource | None = Field(
+        default=None,
+        description="S3 access for an s3:// landing URL; region, credentials and endpoint come from the "
+        "standard AWS configuration (environment, instance or task role) unless set here.",
     )
 
-    def _root(self) -> Path:
-        return Path(self.base_dir) if self.base_dir else settings.state_dir() / "landing"
+    @classmethod
+    def from_environment(cls) -> "LandingIOManager":
+        """The landing zone named by `STOCK_ASSETS_LANDING_URL` (read at run time), or the local default."""
+        url = settings.configured_landing_url()
+        if url is None:
+            return cls()
+        return cls(url=dg.EnvVar(settings.LANDING_URL_ENV), s3=S3Resource() if is_s3_url(url) else None)
+
+    @property
+    def landing_url(self) -> str:
+        if self.url:
+            return self.url
+        return self.base_dir or str(settings.state_dir() / "landing")
+
+    def store(self) -> LandingStore:
+        s3 = self.s3
+        if s3 is None and is_s3_url(self.landing_url):
+            s3 = S3Resource()  # the standard AWS chain: environment, shared config, task role
+        return open_store(self.landing_url, s3.get_client if s3 is not None else None)
 
     def path_for(self, asset_key: dg.AssetKey, partition_key: str) -> Path:
-        return self._root().joinpath(*asset_key.path, partition_key[:4], f"{partition_key}.parquet")
+        """The file of one partition in a local landing zone."""
+        store = self.store()
+        if not isinstance(store, LocalLandingStore):
+            raise TypeError(f"The landing zone is not a local folder: {store.location}")
+        return store.path_for(asset_key.path, partition_key)
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         if not context.has_asset_partitions:
@@ -48,30 +89,29 @@ class LandingIOManager(dg.ConfigurableIOManager):
         if unexpected:
             raise ValueError(f"Rows dated outside the partitions being written: {unexpected[:5]}")
         empty = obj.iloc[0:0]
-        for key in keys:
-            _write_atomically(self.path_for(context.asset_key, key), by_day.get(key, empty))
-        context.add_output_metadata({"landing_files": len(keys), "landing_root": str(self._root())})
+        store = self.store()
+        store.write_many(context.asset_key.path, {key: to_parquet_bytes(by_day.get(key, empty)) for key in keys})
+        context.add_output_metadata({"landing_files": len(keys), "landing_root": store.location})
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         keys = context.asset_partition_keys
-        paths = [self.path_for(context.asset_key, key) for key in keys]
-        missing = [key for key, path in zip(keys, paths) if not path.exists()]
+        payloads = self.store().read_many(context.asset_key.path, keys)
+        missing = [key for key in keys if payloads[key] is None]
         if missing:
-            shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+            shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
             raise MissingLandingPartitions(
                 f"{context.asset_key.to_user_string()} has no materialization for {len(missing)} of "
                 f"{len(keys)} partitions needed here: {shown}. Materialize them first."
             )
-        frames = [pd.read_parquet(path) for path in paths]
+        frames = [pd.read_parquet(io.BytesIO(payloads[key])) for key in keys]
         frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         if DATE_COLUMN in frame:
             frame[DATE_COLUMN] = pd.to_datetime(frame[DATE_COLUMN]).dt.date
         return frame
 
 
-def _write_atomically(path: Path, frame: pd.DataFrame) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    frame.reset_index(drop=True).to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
+def to_parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """One partition's file: the frame without its index, as Parquet (the same bytes on every store)."""
+    buffer = io.BytesIO()
+    frame.reset_index(drop=True).to_parquet(buffer, index=False)
+    return buffer.getvalue()
