@@ -1,5 +1,5 @@
 -- Tables of the stock_assets pipeline. Re-runnable: every statement is IF NOT EXISTS.
-CREATE SCHEMA IF NOT EXISTS market;
+-- (The schema runner creates the `market` schema itself when it is missing.)
 
 -- The ticker universe: S&P 500 constituents with GICS classification, upserted by `ticker_universe`.
 CREATE TABLE IF NOT EXISTS market.ticker_universe (

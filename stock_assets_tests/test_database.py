@@ -63,7 +63,7 @@ def test_one_engine_per_process_and_url(database_url):
 def test_schema_files_apply_twice_without_error(database):
     # Force every file through again, as a fresh process on an existing database would.
     with database.begin() as conn:
-        conn.execute(text("DELETE FROM public.stock_assets_schema_files"))
+        conn.execute(text("DELETE FROM market.schema_files"))
     assert _apply(database.engine, schema_files()) == [p.name for p in schema_files()]
     assert _apply(database.engine, schema_files()) == []  # checksums recorded: nothing to do
     with database.begin() as conn:

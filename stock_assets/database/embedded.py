@@ -156,6 +156,8 @@ class EmbeddedServer:
             for name in (PIPELINE_DATABASE, DAGSTER_DATABASE):
                 if name not in existing:
                     conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+                    # Nobody but the owner connects unless granted (sql/roles/pipeline_role.sql grants).
+                    conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name)))
 
 
 def _is_root() -> bool:

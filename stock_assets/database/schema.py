@@ -41,11 +41,12 @@ def _apply(engine: Engine, files: list[Path]) -> list[str]:
     applied: list[str] = []
     with engine.begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+        conn.exec_driver_sql("CREATE SCHEMA IF NOT EXISTS market")
         conn.exec_driver_sql(
-            "CREATE TABLE IF NOT EXISTS public.stock_assets_schema_files ("
+            "CREATE TABLE IF NOT EXISTS market.schema_files ("
             " name text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        known = dict(conn.execute(text("SELECT name, checksum FROM public.stock_assets_schema_files")).all())
+        known = dict(conn.execute(text("SELECT name, checksum FROM market.schema_files")).all())
         for path in files:
             body = path.read_text()
             checksum = hashlib.sha256(body.encode()).hexdigest()
@@ -55,7 +56,7 @@ def _apply(engine: Engine, files: list[Path]) -> list[str]:
             conn.connection.driver_connection.execute(body)
             conn.execute(
                 text(
-                    "INSERT INTO public.stock_assets_schema_files (name, checksum) VALUES (:name, :checksum)"
+                    "INSERT INTO market.schema_files (name, checksum) VALUES (:name, :checksum)"
                     " ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()"
                 ),
                 {"name": path.name, "checksum": checksum},
