@@ -31,3 +31,8 @@ DAILY_FRESHNESS = dg.FreshnessPolicy.cron(
 SECTOR_FRESHNESS = dg.FreshnessPolicy.cron(
     deadline_cron="0 21 * * 1-5", lower_bound_delta=dt.timedelta(hours=5), timezone=MARKET_TIMEZONE
 )
+
+
+# Database work that failed on a dropped connection or a restarting server is retried: a load is one
+# transaction, so a retry starts from a clean slate. Jitter spreads retries of parallel runs.
+DATABASE_RETRY = dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)

@@ -88,7 +88,12 @@ class EmbeddedServer:
         with fasteners.InterProcessLock(str(self.data_dir / "server.lock")):
             if self._running_info() is None:
                 return False
-            pg_commands.pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.pgdata, **self._run_as())
+            try:
+                pg_commands.pg_ctl(["-w", "-t", "60", "-m", mode, "stop"], pgdata=self.pgdata, timeout=90,
+                                   **self._run_as())
+            except subprocess.CalledProcessError:
+                if self._running_info() is not None:  # pg_ctl can lose the race with a dying postmaster
+                    raise
             return True
 
     # -- internals -----------------------------------------------------------------------------
