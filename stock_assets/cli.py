@@ -18,6 +18,13 @@ from stock_assets.bench import benchmark_module as load_benchmark
 def main(argv: list[str] | None = None) -> int:
     # The project uses Dagster's beta backfill policies on purpose; say so once, not per asset.
     warnings.filterwarnings("ignore", message=r".*(beta|preview).*", module=r"dagster(\.|$)")
+    args = build_parser().parse_args(argv)
+    handler = {"db": _db, "demo": _demo, "dev": _dev, "validate": _validate, "bench": _bench,
+               "health": _health}[args.command]
+    return handler(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stock-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -39,14 +46,19 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("validate", help="load the definitions and validate them")
 
+    health = commands.add_parser(
+        "health", help="check database, quote source, rate limiter, breaker, freshness and daemon; "
+                       "exit 1 when unhealthy")
+    health.add_argument("--json", action="store_true", help="print one JSON object (for machines)")
+    health.add_argument("--max-stale-sessions", type=int, default=1, metavar="N",
+                        help="fail when the last good daily partition is more than N NYSE sessions behind "
+                             "(default 1; with the replay source it is a warning)")
+
     bench = commands.add_parser("bench", help="run a benchmark and print one JSON object")
     benchmarks = bench.add_subparsers(dest="benchmark", required=True)
     for name in BENCHMARKS:
         load_benchmark(name).configure(benchmarks.add_parser(name, help=load_benchmark(name).__doc__))
-
-    args = parser.parse_args(argv)
-    handler = {"db": _db, "demo": _demo, "dev": _dev, "validate": _validate, "bench": _bench}[args.command]
-    return handler(args)
+    return parser
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -81,18 +93,29 @@ def _demo(args: argparse.Namespace) -> int:
     from stock_assets.demo import DEFAULT_END, DEFAULT_START, run_demo
     from stock_assets.environment import prepare_environment
 
+    from stock_assets.demo import DemoRangeError
+
     prepare_environment()
     print(f"quote source: {settings.quote_source()}; database: {_db_label()}")
-    run_demo(args.start or DEFAULT_START, args.end or DEFAULT_END)
+    try:
+        run_demo(args.start or DEFAULT_START, args.end or DEFAULT_END)
+    except DemoRangeError as err:
+        print(f"stock-assets demo: {err}", file=sys.stderr)
+        return 2
     return 0
+
+
+def dev_command(host: str, port: str) -> list[str]:
+    """`dagster dev` for this project, bound to `host` (127.0.0.1 unless the operator says otherwise)."""
+    return [sys.executable, "-m", "dagster", "dev", "-w", str(settings.PROJECT_DIR / "workspace.yaml"),
+            "--host", host, "--port", str(port)]
 
 
 def _dev(args: argparse.Namespace) -> int:
     from stock_assets.environment import prepare_environment
 
     prepare_environment()
-    command = [sys.executable, "-m", "dagster", "dev", "-w", str(settings.PROJECT_DIR / "workspace.yaml"),
-               "--host", args.host, "--port", str(args.port)]
+    command = dev_command(args.host, args.port)
     print(f"Dagster UI on http://{args.host}:{args.port} (database: {_db_label()})", flush=True)
     return subprocess.call(command, cwd=settings.PROJECT_DIR)
 
@@ -104,6 +127,14 @@ def _validate(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "dagster", "definitions", "validate", "-w",
                str(settings.PROJECT_DIR / "workspace.yaml")]
     return subprocess.call(command, cwd=settings.PROJECT_DIR)
+
+
+def _health(args: argparse.Namespace) -> int:
+    from stock_assets.health import run_health
+
+    report = run_health(max_stale_sessions=args.max_stale_sessions)
+    print(report.to_json() if args.json else report.render())
+    return 0 if report.healthy else 1
 
 
 def _db_label() -> str:

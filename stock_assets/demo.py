@@ -43,6 +43,7 @@ def run_demo(start: dt.date = DEFAULT_START, end: dt.date = DEFAULT_END, echo=pr
     from stock_assets.partitions import monthly_partitions, trading_day_partitions
 
     start, end = start.replace(day=1), month_bounds(end.replace(day=1).isoformat())[1] - dt.timedelta(days=1)
+    _check_range(start, end)
     instance = dg.DagsterInstance.get()
     days = trading_day_partitions.get_partition_keys_in_range(
         dg.PartitionKeyRange(start.isoformat(), end.isoformat())
@@ -71,7 +72,8 @@ def run_demo(start: dt.date = DEFAULT_START, end: dt.date = DEFAULT_END, echo=pr
             materialization = event.event_specific_data.materialization
             name = materialization.asset_key.to_user_string()
             partitions[name] = partitions.get(name, 0) + 1
-            count = materialization.metadata.get("dagster/row_count")
+            # A run over many partitions: `rows_in_run` is its total (dagster/row_count is per partition).
+            count = materialization.metadata.get("rows_in_run") or materialization.metadata.get("dagster/row_count")
             rows[name] = count.value if count else "-"
         for name, count in partitions.items():
             echo(f"      {name:<26} partitions={count:<4} rows={rows[name]}")
@@ -82,6 +84,27 @@ def run_demo(start: dt.date = DEFAULT_START, end: dt.date = DEFAULT_END, echo=pr
     echo("")
     echo(format_summary(figures, start, end, prices_rows(database, start, end)))
     return figures
+
+
+class DemoRangeError(ValueError):
+    """The requested demo range cannot be materialized."""
+
+
+def _check_range(start: dt.date, end: dt.date) -> None:
+    from stock_assets import settings
+    from stock_assets.defs.quotes.archive import PriceArchive
+    from stock_assets.partitions import FIRST_DAY
+
+    if end < start:
+        raise DemoRangeError(f"The demo range ends ({end}) before it starts ({start})")
+    if start < dt.date.fromisoformat(FIRST_DAY):
+        raise DemoRangeError(f"The partitions start on {FIRST_DAY}; {start} is before them")
+    if settings.quote_source() == "replay":
+        archive = PriceArchive.bundled()
+        if start > archive.last_date or end < archive.first_date:
+            raise DemoRangeError(
+                f"The bundled replay covers {archive.first_date}..{archive.last_date}; {start}..{end} is outside it"
+            )
 
 
 def sector_figures(database: PostgresResource, start: dt.date, end: dt.date) -> list[SectorFigures]:
