@@ -14,9 +14,10 @@ import psycopg
 from psycopg import sql
 from sqlalchemy import create_engine, insert, table, column
 
+from stock_assets.bench.scratch import scratch_database
 from stock_assets.database.pgcopy import copy_payloads
 from stock_assets.database.schema import ensure_schema
-from stock_assets.database.urls import libpq_url, with_database, with_driver
+from stock_assets.database.urls import libpq_url, with_driver
 from stock_assets.defs.warehouse.loader import COPY_COLUMNS, load_month
 
 BENCH_DATABASE = "stock_assets_bench"
@@ -38,12 +39,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict:
     from stock_assets.environment import prepare_environment
 
-    url = with_database(prepare_environment()["STOCK_ASSETS_DATABASE_URL"], BENCH_DATABASE)
-    _recreate_database(url)
-    try:
+    with scratch_database(prepare_environment()["STOCK_ASSETS_DATABASE_URL"], BENCH_DATABASE) as url:
         return _measure(url, args.rows, args.tickers, min(args.baseline_rows, args.rows))
-    finally:
-        _drop_database(url)
 
 
 def _measure(url: str, rows: int, tickers: int, baseline_rows: int) -> dict:
@@ -167,18 +164,6 @@ def _symbol(i: int) -> str:
         name = letters[r] + name
     return name
 
-
-def _recreate_database(url: str) -> None:
-    admin = libpq_url(with_database(url, "postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DATABASE)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DATABASE)))
-
-
-def _drop_database(url: str) -> None:
-    admin = libpq_url(with_database(url, "postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DATABASE)))
 
 
 def _peak_rss_mb() -> float:

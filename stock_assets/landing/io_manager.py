@@ -26,6 +26,10 @@ from stock_assets import settings
 from stock_assets.landing.stores import LandingStore, LocalLandingStore, is_s3_url, open_store
 
 DATE_COLUMN = "trade_date"
+SYMBOL_COLUMN = "symbol"
+# Set on an output frame (`frame.attrs[REPLACES_SYMBOLS] = [...]`) by a run that fetched only some
+# symbols (a new-ticker backfill, a restatement): their rows are replaced, the others' are kept.
+REPLACES_SYMBOLS = "landing_replaces_symbols"
 
 
 class MissingLandingPartitions(RuntimeError):
@@ -90,6 +94,9 @@ class LandingIOManager(dg.ConfigurableIOManager):
             raise ValueError(f"Rows dated outside the partitions being written: {unexpected[:5]}")
         empty = obj.iloc[0:0]
         store = self.store()
+        replaced = obj.attrs.get(REPLACES_SYMBOLS)
+        if replaced:
+            by_day = _merge(store, context.asset_key.path, keys, by_day, set(replaced), empty)
         store.write_many(context.asset_key.path, {key: to_parquet_bytes(by_day.get(key, empty)) for key in keys})
         context.add_output_metadata({"landing_files": len(keys), "landing_root": store.location})
 
@@ -108,6 +115,22 @@ class LandingIOManager(dg.ConfigurableIOManager):
         if DATE_COLUMN in frame:
             frame[DATE_COLUMN] = pd.to_datetime(frame[DATE_COLUMN]).dt.date
         return frame
+
+
+def _merge(store: LandingStore, asset_path, keys: list[str], by_day: dict[str, pd.DataFrame], replaced: set[str],
+           empty: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Each day's stored rows minus the replaced symbols' rows, plus the new rows of those symbols."""
+    merged = {}
+    for key, payload in store.read_many(asset_path, keys).items():
+        fresh = by_day.get(key, empty)
+        if payload is None:
+            merged[key] = fresh
+            continue
+        stored = pd.read_parquet(io.BytesIO(payload))
+        kept = stored[~stored[SYMBOL_COLUMN].isin(replaced)]
+        combined = pd.concat([frame for frame in (kept, fresh) if len(frame)], ignore_index=True)
+        merged[key] = combined.sort_values(SYMBOL_COLUMN, ignore_index=True) if len(combined) else empty
+    return merged
 
 
 def to_parquet_bytes(frame: pd.DataFrame) -> bytes:

@@ -19,7 +19,7 @@ from stock_assets.defs.prices.gaps import (
 )
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.jobs import daily_prices_job
-from stock_assets.partitions import MARKET_TIMEZONE
+from stock_assets.partitions import FIRST_DAY, MARKET_TIMEZONE
 
 
 class GapPolicy(dg.ConfigurableResource):
@@ -75,3 +75,46 @@ def gap_sensor(
     context.log.info("Requesting %d gap range(s): %s", len(run_requests),
                      ", ".join(f"{r.tags[RANGE_START_TAG]}..{r.tags[RANGE_END_TAG]}" for r in run_requests))
     return dg.SensorResult(run_requests=run_requests, cursor=cursor)
+
+
+@dg.sensor(
+    job=daily_prices_job,
+    minimum_interval_seconds=300,
+    description="When a split or dividend arrives for a ticker whose earlier history is stored, refetches that "
+                "ticker's earlier history so stored adjusted prices never go stale.",
+)
+def restatement_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    from stock_assets.defs.universe.sensors import history_backfill
+
+    after = int(context.cursor) if context.cursor else 0
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_quotes"), after_storage_id=after), limit=5000, ascending=True
+    ).records
+    stale: dict[str, dt.date] = {}  # symbol -> first day of the run that saw the action
+    for record in records:
+        after = max(after, record.storage_id)
+        materialization = record.asset_materialization
+        actions = materialization.metadata.get("corporate_actions") if materialization else None
+        if not actions or not actions.value:
+            continue
+        run_start = _run_start(context.instance, record.run_id, record.partition_key)
+        if run_start is None or run_start <= dt.date.fromisoformat(FIRST_DAY):
+            continue  # the whole history came in the same request: already adjusted
+        for action in actions.value:
+            stale[action["symbol"]] = min(stale.get(action["symbol"], run_start), run_start)
+    cursor = str(after)
+    if not stale:
+        return dg.SensorResult(skip_reason=dg.SkipReason("No new splits or dividends over stored history"),
+                               cursor=cursor)
+    requests = [history_backfill([symbol], dt.date.fromisoformat(FIRST_DAY), start - dt.timedelta(days=1),
+                                 "restatement_sensor") for symbol, start in sorted(stale.items())]
+    context.log.info("Restating history before new corporate actions: %s",
+                     ", ".join(f"{s} before {d}" for s, d in sorted(stale.items())))
+    return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+
+def _run_start(instance: dg.DagsterInstance, run_id: str, partition_key: str | None) -> dt.date | None:
+    run = instance.get_run_by_id(run_id)
+    tags = run.tags if run else {}
+    first = tags.get(RANGE_START_TAG) or tags.get("dagster/partition") or partition_key
+    return dt.date.fromisoformat(first) if first else None

@@ -1,0 +1,143 @@
+"""Backfill T tickers x D trading days through Dagster: one daily run, then monthly batches."""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import psycopg
+
+from stock_assets.bench.scratch import scratch_database
+from stock_assets.database.resource import PostgresResource
+from stock_assets.database.urls import libpq_url, with_driver
+from stock_assets.defs.prices.assets import cleaned_prices
+from stock_assets.defs.quotes.assets import raw_quotes
+from stock_assets.defs.sectors.assets import sector_daily_performance, sector_monthly_summary
+from stock_assets.defs.universe.assets import ticker_universe
+from stock_assets.defs.warehouse.assets import monthly_prices
+from stock_assets.defs.quotes.archive import PriceArchive
+from stock_assets.defs.quotes.replay import YahooReplayAdapter
+from stock_assets.defs.quotes.resources import QuoteClient
+from stock_assets.defs.universe.constituents import load_constituents
+from stock_assets.defs.universe.resources import TickerSelection
+from stock_assets.landing.io_manager import LandingIOManager
+from stock_assets.partitions import trading_days
+
+BENCH_DATABASE = "stock_assets_bench_backfill"
+BENCH_DAGSTER_DATABASE = "stock_assets_bench_dagster"
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+SYNTHETIC_START = pd.Timestamp("2016-01-04")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tickers", type=int, default=58, help="tickers (default: the 58 bundled)")
+    parser.add_argument("--days", type=int, default=1214, help="trading days (default: the bundled 1,214)")
+    parser.add_argument("--json", action="store_true", help="one line of JSON")
+
+
+def run(args: argparse.Namespace) -> dict:
+    from stock_assets.environment import prepare_environment
+
+    server = prepare_environment()["STOCK_ASSETS_DATABASE_URL"]
+    with scratch_database(server, BENCH_DATABASE) as url, scratch_database(server, BENCH_DAGSTER_DATABASE) as \
+            dagster_url, tempfile.TemporaryDirectory(prefix="bench-") as workdir:
+        return _backfill(url, dagster_url, Path(workdir), args.tickers, args.days)
+
+
+def _backfill(url: str, dagster_url: str, workdir: Path, tickers: int, days: int) -> dict:
+    archive, symbols, synthetic = _archive(tickers, days)
+    first, last = archive.first_date, archive.last_date
+    adapter = YahooReplayAdapter(archive)
+    database = PostgresResource(url=url)
+    resources = {
+        "database": database,
+        "quotes": QuoteClient(source="replay", database=database, scope=f"bench-{uuid.uuid4().hex[:8]}")
+        .with_transport(adapter),
+        "tickers": TickerSelection(tickers=symbols),
+        "landing_io_manager": LandingIOManager(base_dir=str(workdir / "landing")),
+    }
+    assets = [ticker_universe, raw_quotes, cleaned_prices, monthly_prices, sector_daily_performance,
+              sector_monthly_summary]
+    months = pd.period_range(first, last, freq="M")
+    batches = [months[i:i + 12] for i in range(0, len(months), 12)]
+    phases: dict[str, float] = {}
+    runs = 0
+    began = time.perf_counter()
+    # Dagster's own storage in PostgreSQL, as dagster.yaml configures it: every partition costs
+    # Dagster a few events, and their storage is part of what a backfill costs.
+    storage = {"postgres": {"postgres_url": with_driver(dagster_url, "psycopg2")}}
+    with dg.instance_for_test(temp_dir=str(workdir), overrides={"storage": storage}) as instance:
+        def materialize(selection, tags=None):
+            nonlocal runs
+            runs += 1
+            result = dg.materialize(assets, selection=selection, resources=resources, instance=instance, tags=tags,
+                                    run_config=QUIET)
+            assert result.success
+            return result
+
+        materialize(["ticker_universe"])
+        phase = time.perf_counter()
+        materialize(["raw_quotes", "cleaned_prices"], {RANGE_START_TAG: f"{first.replace(day=1)}",
+                                                        RANGE_END_TAG: f"{months[-1].end_time.date()}"})
+        phases["daily_run_s"] = time.perf_counter() - phase
+        phase = time.perf_counter()
+        for batch in batches:
+            materialize(["monthly_prices", "sector_daily_performance", "sector_monthly_summary"],
+                        {RANGE_START_TAG: str(batch[0].start_time.date()), RANGE_END_TAG: str(batch[-1].start_time.date())})
+        phases["monthly_runs_s"] = time.perf_counter() - phase
+    wall = time.perf_counter() - began
+    with psycopg.connect(libpq_url(url)) as conn:
+        rows = conn.execute("SELECT count(*) FROM market.prices").fetchone()[0]
+    history_requests = [r for r in adapter.chart_requests if "period1" in r]
+    return {
+        "tickers": len(symbols),
+        "trading_days": days,
+        "synthetic": synthetic,
+        "range": f"{first}..{last}",
+        "wall_s": round(wall, 2),
+        "rows": rows,
+        "rows_per_s": round(rows / wall),
+        "upstream_requests": len(history_requests),
+        "upstream_requests_all": len(adapter.chart_requests),
+        "runs": runs,
+        "months": len(months),
+        **{name: round(value, 2) for name, value in phases.items()},
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def _archive(tickers: int, days: int) -> tuple[PriceArchive, list[str], bool]:
+    """The bundled archive when it is big enough, else a synthetic one with S&P 500 symbols."""
+    bundled = PriceArchive.bundled()
+    if tickers <= len(bundled.symbols) and days <= 1214:
+        symbols = list(bundled.symbols[:tickers])
+        return bundled, symbols, False
+    symbols = list(load_constituents()["symbol"][:tickers])
+    sessions = trading_days(SYNTHETIC_START.date(), (SYNTHETIC_START + pd.Timedelta(days=2 * days)).date())[:days]
+    rng = np.random.default_rng(7)
+    shape = (len(sessions), len(symbols))
+    close = (20 + rng.random(len(symbols)) * 300) * np.exp(np.cumsum(rng.normal(0.0003, 0.02, shape), axis=0))
+    open_ = close * np.exp(rng.normal(0, 0.01, shape))
+    prices = pd.DataFrame({
+        "symbol": np.tile(symbols, len(sessions)),
+        "date": np.repeat(pd.to_datetime(sessions).to_numpy(), len(symbols)),
+        "open": open_.ravel(),
+        "high": (np.maximum(open_, close) * (1 + rng.random(shape) * 0.02)).ravel(),
+        "low": (np.minimum(open_, close) * (1 - rng.random(shape) * 0.02)).ravel(),
+        "close": close.ravel(),
+        "adj_close": close.ravel(),
+        "volume": rng.integers(10_000, 50_000_000, close.size),
+    })
+    splits = pd.DataFrame({"symbol": pd.Series(dtype=str), "date": pd.Series(dtype="datetime64[ns]"),
+                           "numerator": pd.Series(dtype=float), "denominator": pd.Series(dtype=float)})
+    return PriceArchive(prices, splits), symbols, True
+

@@ -1,0 +1,52 @@
+"""The new-ticker sensor: a ticker joining the tracked universe gets its history, and only it."""
+
+import datetime as dt
+import json
+
+import dagster as dg
+from sqlalchemy import text
+
+from stock_assets.database.resource import PostgresResource
+from stock_assets.defs.prices.gaps import RANGE_END_TAG, RANGE_START_TAG
+from stock_assets.defs.prices.sensors import market_today
+from stock_assets.defs.quotes.resources import QuoteClient
+from stock_assets.jobs import daily_prices_job
+from stock_assets.partitions import FIRST_DAY
+
+
+def history_backfill(symbols: list[str], first: dt.date, last: dt.date, trigger: str) -> dg.RunRequest:
+    """One run fetching `symbols` over [first, last] and merging them into the stored days."""
+    return dg.RunRequest(
+        run_key=f"{trigger}:{','.join(symbols)}:{first}:{last}",
+        run_config={"ops": {"raw_quotes": {"config": {"only_tickers": symbols}}}},
+        tags={RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat(),
+              "stock_assets/trigger": trigger, "stock_assets/tickers": ",".join(symbols)},
+    )
+
+
+@dg.sensor(
+    job=daily_prices_job,
+    minimum_interval_seconds=300,
+    description="When ticker_universe gains tracked tickers, requests their whole history for those tickers "
+                "only; the months and sector aggregations follow declaratively.",
+)
+def new_ticker_sensor(
+    context: dg.SensorEvaluationContext, database: PostgresResource, quotes: QuoteClient
+) -> dg.SensorResult:
+    with database.begin() as conn:
+        tracked = set(conn.execute(text("SELECT symbol FROM market.ticker_universe WHERE tracked")).scalars())
+    if context.cursor is None:
+        return dg.SensorResult(
+            skip_reason=dg.SkipReason(f"First tick: remembering {len(tracked)} tracked tickers"),
+            cursor=json.dumps(sorted(tracked)))
+    known = set(json.loads(context.cursor))
+    added = sorted(tracked - known)
+    cursor = json.dumps(sorted(tracked))
+    if not added:
+        return dg.SensorResult(skip_reason=dg.SkipReason("No new tracked tickers"), cursor=cursor)
+    last = market_today(quotes, dt.datetime.now(dt.timezone.utc)) - dt.timedelta(days=1)
+    context.log.info("New tracked tickers %s: requesting their history %s..%s", added, FIRST_DAY, last)
+    return dg.SensorResult(
+        run_requests=[history_backfill(added, dt.date.fromisoformat(FIRST_DAY), last, "new_ticker_sensor")],
+        cursor=cursor,
+    )

@@ -1,0 +1,44 @@
+"""The new-ticker sensor against a real universe table and instance."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+
+from stock_assets.defs.prices.gaps import RANGE_END_TAG, RANGE_START_TAG
+from stock_assets.defs.quotes.resources import QuoteClient
+from stock_assets.defs.universe.assets import ticker_universe
+from stock_assets.defs.universe.resources import TickerSelection
+from stock_assets.defs.universe.sensors import new_ticker_sensor
+
+
+def _track(database, symbols):
+    assert dg.materialize([ticker_universe], resources={"database": database,
+                                                        "tickers": TickerSelection(tickers=symbols)}).success
+
+
+def _evaluate(database, cursor):
+    with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), cursor=cursor,
+                                 resources={"database": database, "quotes": QuoteClient()}) as context:
+        return new_ticker_sensor(context)
+
+
+def test_new_tickers_get_their_history_and_only_they(database):
+    _track(database, ["AAPL", "MSFT"])
+    first = _evaluate(database, None)
+    assert first.run_requests == [] and json.loads(first.cursor) == ["AAPL", "MSFT"]
+
+    _track(database, ["AAPL", "MSFT", "NVDA", "KO"])
+    second = _evaluate(database, first.cursor)
+    [request] = second.run_requests
+    assert request.run_config == {"ops": {"raw_quotes": {"config": {"only_tickers": ["KO", "NVDA"]}}}}
+    # The whole history up to the replay's last session, as one single-run backfill.
+    assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == ("2016-01-01", "2020-10-27")
+    assert json.loads(second.cursor) == ["AAPL", "KO", "MSFT", "NVDA"]
+
+    # Nothing new: nothing requested. Dropping a ticker requests nothing either.
+    assert _evaluate(database, second.cursor).run_requests == []
+    _track(database, ["AAPL", "KO"])
+    third = _evaluate(database, second.cursor)
+    assert third.run_requests == [] and json.loads(third.cursor) == ["AAPL", "KO"]
