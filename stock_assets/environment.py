@@ -107,3 +107,14 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def hold_storage_connections(instance) -> None:
+    """Let a long-lived process keep its Dagster storage connections open.
+
+    dagster-postgres opens a new connection per event outside the webserver (NullPool), which
+    costs ~2.5 ms each on this machine: a backfill over 1,800 daily partitions records ~7,000
+    events. Processes of ours that run many partitions in-process (demo, benchmarks) pool them,
+    as the webserver does. Statement timeout 0 = none.
+    """
+    instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=5)

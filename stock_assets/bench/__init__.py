@@ -12,6 +12,8 @@ from types import ModuleType
 # name -> module; the module is imported only when its benchmark is listed or run.
 BENCHMARKS: dict[str, str] = {
     "load": "stock_assets.bench.load",
+    "ratelimit": "stock_assets.bench.ratelimit",
+    "backfill": "stock_assets.bench.backfill",
 }
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 import psycopg
 
 from stock_assets.bench.scratch import scratch_database
+from stock_assets.environment import hold_storage_connections
 from stock_assets.database.resource import PostgresResource
 from stock_assets.database.urls import libpq_url, with_driver
 from stock_assets.defs.prices.assets import cleaned_prices
@@ -23,7 +24,7 @@ from stock_assets.defs.sectors.assets import sector_daily_performance, sector_mo
 from stock_assets.defs.universe.assets import ticker_universe
 from stock_assets.defs.warehouse.assets import monthly_prices
 from stock_assets.defs.quotes.archive import PriceArchive
-from stock_assets.defs.quotes.replay import YahooReplayAdapter
+from stock_assets.defs.quotes.emulator import YahooEmulator
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.universe.constituents import load_constituents
 from stock_assets.defs.universe.resources import TickerSelection
@@ -32,6 +33,7 @@ from stock_assets.partitions import trading_days
 
 BENCH_DATABASE = "stock_assets_bench_backfill"
 BENCH_DAGSTER_DATABASE = "stock_assets_bench_dagster"
+DAGSTER_DATABASE_SETTINGS = {"synchronous_commit": "off"}
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -48,20 +50,27 @@ def run(args: argparse.Namespace) -> dict:
     from stock_assets.environment import prepare_environment
 
     server = prepare_environment()["STOCK_ASSETS_DATABASE_URL"]
-    with scratch_database(server, BENCH_DATABASE) as url, scratch_database(server, BENCH_DAGSTER_DATABASE) as \
-            dagster_url, tempfile.TemporaryDirectory(prefix="bench-") as workdir:
+    with scratch_database(server, BENCH_DATABASE) as url, scratch_database(
+            server, BENCH_DAGSTER_DATABASE, DAGSTER_DATABASE_SETTINGS) as dagster_url, tempfile.TemporaryDirectory(prefix="bench-") as workdir:
         return _backfill(url, dagster_url, Path(workdir), args.tickers, args.days)
 
 
 def _backfill(url: str, dagster_url: str, workdir: Path, tickers: int, days: int) -> dict:
     archive, symbols, synthetic = _archive(tickers, days)
     first, last = archive.first_date, archive.last_date
-    adapter = YahooReplayAdapter(archive)
+    # The archive is served the way Yahoo is, over loopback HTTP, so every request is counted.
+    emulator = YahooEmulator(rate_per_s=1e6, burst=1000, archive=archive)
+    with emulator.serve() as upstream_url:
+        return _run_backfill(url, dagster_url, workdir, emulator, upstream_url, archive, symbols, synthetic, days)
+
+
+def _run_backfill(url, dagster_url, workdir, emulator, upstream_url, archive, symbols, synthetic, days) -> dict:
+    first, last = archive.first_date, archive.last_date
     database = PostgresResource(url=url)
     resources = {
         "database": database,
-        "quotes": QuoteClient(source="replay", database=database, scope=f"bench-{uuid.uuid4().hex[:8]}")
-        .with_transport(adapter),
+        "quotes": QuoteClient(source="replay", database=database, upstream_url=upstream_url,
+                              scope=f"bench-{uuid.uuid4().hex[:8]}", rate_per_s=0.0),
         "tickers": TickerSelection(tickers=symbols),
         "landing_io_manager": LandingIOManager(base_dir=str(workdir / "landing")),
     }
@@ -76,6 +85,7 @@ def _backfill(url: str, dagster_url: str, workdir: Path, tickers: int, days: int
     # Dagster a few events, and their storage is part of what a backfill costs.
     storage = {"postgres": {"postgres_url": with_driver(dagster_url, "psycopg2")}}
     with dg.instance_for_test(temp_dir=str(workdir), overrides={"storage": storage}) as instance:
+        hold_storage_connections(instance)
         def materialize(selection, tags=None):
             nonlocal runs
             runs += 1
@@ -97,7 +107,7 @@ def _backfill(url: str, dagster_url: str, workdir: Path, tickers: int, days: int
     wall = time.perf_counter() - began
     with psycopg.connect(libpq_url(url)) as conn:
         rows = conn.execute("SELECT count(*) FROM market.prices").fetchone()[0]
-    history_requests = [r for r in adapter.chart_requests if "period1" in r]
+    history_requests = emulator.requests_of("history")
     return {
         "tickers": len(symbols),
         "trading_days": days,
@@ -107,7 +117,7 @@ def _backfill(url: str, dagster_url: str, workdir: Path, tickers: int, days: int
         "rows": rows,
         "rows_per_s": round(rows / wall),
         "upstream_requests": len(history_requests),
-        "upstream_requests_all": len(adapter.chart_requests),
+        "upstream_requests_all": len(emulator.log),
         "runs": runs,
         "months": len(months),
         **{name: round(value, 2) for name, value in phases.items()},

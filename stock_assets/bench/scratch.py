@@ -12,13 +12,16 @@ from stock_assets.database.urls import libpq_url, with_database
 
 
 @contextmanager
-def scratch_database(server_url: str, name: str) -> Iterator[str]:
+def scratch_database(server_url: str, name: str, settings: dict[str, str] | None = None) -> Iterator[str]:
     """Create database `name` on the server of `server_url` (dropping a leftover), yield its URL, drop it."""
     admin = libpq_url(with_database(server_url, "postgres"))
     drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(drop)
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        for setting, value in (settings or {}).items():
+            conn.execute(sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+                sql.Identifier(name), sql.Identifier(setting), sql.Literal(value)))
     try:
         yield with_database(server_url, name)
     finally:

@@ -32,8 +32,11 @@ SYMBOL_COLUMN = "symbol"
 REPLACES_SYMBOLS = "landing_replaces_symbols"
 
 
-class MissingLandingPartitions(RuntimeError):
-    """An input range includes partitions that were never materialized."""
+class MissingLandingPartitions(dg.Failure):
+    """An input range includes partitions that were never materialized: retrying cannot help."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description=description, allow_retries=False)
 
 
 class LandingIOManager(dg.ConfigurableIOManager):

@@ -11,6 +11,9 @@ from stock_assets.automation import DAILY_FRESHNESS
 from stock_assets.database.resource import PostgresResource
 from stock_assets.defs.prices.cleaning import REJECTED_COLUMNS, CleaningResult, clean_quotes
 from stock_assets.defs.universe.resources import TickerSelection
+from stock_assets.metadata import (
+    add_partition_metadata, asset_metadata, distinct_by_day, reasons_by_day, rows_by_day, share,
+)
 from stock_assets.partitions import trading_day_partitions, trading_days, window_dates
 
 REJECTED_SHARE_LIMIT = 0.01
@@ -37,6 +40,7 @@ CHECKS = [
     kinds={"pandas", "parquet", "postgres"},
     owners=["team:market-data"],
     code_version="1",
+    metadata={**asset_metadata("cleaned_prices"), "rejections_table": "market.price_rejections"},
 )
 def cleaned_prices(
     context: dg.AssetExecutionContext,
@@ -57,19 +61,40 @@ def cleaned_prices(
 
     clean = result.clean
     raw_rows = len(raw_quotes)
-    rejected_share = len(result.rejected) / raw_rows if raw_rows else 0.0
+    rejected_share = share(len(result.rejected), raw_rows)
+    # Each day's own numbers on its own partition (a range run would otherwise show the run's
+    # totals on every day); the run's totals under `*_in_run` names (see stock_assets/metadata.py).
+    keys = context.partition_keys
+    clean_by_day, raw_by_day = rows_by_day(clean, keys), rows_by_day(raw_quotes, keys)
+    rejected_by_day, reasons = rows_by_day(result.rejected, keys), reasons_by_day(result.rejected, keys)
+    symbols_by_day = distinct_by_day(clean, keys, "symbol")
+    sessions = trading_days(start, end)
+    session_keys = {day.isoformat() for day in sessions}
+    add_partition_metadata(context, {
+        key: {
+            "dagster/row_count": clean_by_day[key],
+            "raw_rows": raw_by_day[key],
+            "rejected_rows": rejected_by_day[key],
+            "rejected_share": share(rejected_by_day[key], raw_by_day[key]),
+            "rejected_by_reason": dg.MetadataValue.json(reasons[key]),
+            "symbols": symbols_by_day[key],
+            "nyse_session": key in session_keys,  # False: weekend or holiday, zero rows expected
+        }
+        for key in keys
+    })
     yield dg.Output(
         clean,
         metadata={
-            "dagster/row_count": len(clean),
-            "raw_rows": raw_rows,
-            "rejected_rows": len(result.rejected),
-            "rejected_share": rejected_share,
-            "rejected_by_reason": dg.MetadataValue.json(result.rejected_by_reason),
-            "symbols": int(clean["symbol"].nunique()),
+            "partitions_in_run": len(keys),
+            "rows_in_run": len(clean),
+            "raw_rows_in_run": raw_rows,
+            "rejected_rows_in_run": len(result.rejected),
+            "rejected_share_in_run": rejected_share,
+            "rejected_by_reason_in_run": dg.MetadataValue.json(result.rejected_by_reason),
+            "symbols_in_run": int(clean["symbol"].nunique()),
         },
     )
-    yield from _checks(clean, rejected_share, tickers.symbols(), trading_days(start, end))
+    yield from _checks(clean, rejected_share, tickers.symbols(), sessions)
 
 
 _INSERT_REJECTION = text(

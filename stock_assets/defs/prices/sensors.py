@@ -91,6 +91,7 @@ def restatement_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_quotes"), after_storage_id=after), limit=5000, ascending=True
     ).records
     stale: dict[str, dt.date] = {}  # symbol -> first day of the run that saw the action
+    stored: set[str] | None = None
     for record in records:
         after = max(after, record.storage_id)
         materialization = record.asset_materialization
@@ -100,6 +101,10 @@ def restatement_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         run_start = _run_start(context.instance, record.run_id, record.partition_key)
         if run_start is None or run_start <= dt.date.fromisoformat(FIRST_DAY):
             continue  # the whole history came in the same request: already adjusted
+        if stored is None:
+            stored = context.instance.get_materialized_partitions(dg.AssetKey("raw_quotes"))
+        if not any(key < run_start.isoformat() for key in stored):
+            continue  # no earlier history is stored: nothing to restate
         for action in actions.value:
             stale[action["symbol"]] = min(stale.get(action["symbol"], run_start), run_start)
     cursor = str(after)

@@ -1,60 +1,125 @@
 """Raw quotes: what Yahoo said, per trading day, kept so cleaning can be re-run without refetching."""
 
-
 import dagster as dg
 import pandas as pd
+from pydantic import Field, field_validator
 
+from stock_assets import settings
+
+from stock_assets.defs.quotes.breaker import CircuitOpenError
 from stock_assets.defs.quotes.resources import QuoteClient, QuoteSourceUnavailable, empty_raw_frame
+from stock_assets.defs.universe.constituents import resolve_tickers, validate_symbol
 from stock_assets.defs.universe.resources import TickerSelection
+from stock_assets.landing.io_manager import REPLACES_SYMBOLS
+from stock_assets.metadata import add_partition_metadata, asset_metadata, distinct_by_day, rows_by_day
 from stock_assets.partitions import trading_day_partitions, trading_days, window_dates
+
+
+
+class RawQuotesConfig(dg.Config):
+    """Run configuration of raw_quotes (set by the new-ticker and restatement sensors)."""
+
+    only_tickers: list[str] = Field(
+        default_factory=list,
+        description="Fetch only these tracked symbols and merge them into the stored days; empty = all tracked.",
+    )
+
+    @field_validator("only_tickers")
+    @classmethod
+    def _well_formed(cls, value: list[str]) -> list[str]:
+        return [validate_symbol(symbol) for symbol in value]
 
 
 @dg.asset(
     partitions_def=trading_day_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     io_manager_key="landing_io_manager",
+    # Every step that asks Yahoo claims a slot of this instance-wide pool, so concurrent runs queue
+    # for Yahoo instead of competing; the shared rate limit (QuoteClient) paces what one step sends.
+    pool=settings.YAHOO_POOL,
     group_name="ingestion",
     kinds={"yahoo", "pandas", "parquet"},
     owners=["team:market-data"],
     code_version="1",
     retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.FULL),
+    metadata=asset_metadata("raw_quotes"),
 )
 def raw_quotes(
-    context: dg.AssetExecutionContext, quotes: QuoteClient, tickers: TickerSelection
+    context: dg.AssetExecutionContext, config: RawQuotesConfig, quotes: QuoteClient, tickers: TickerSelection
 ) -> dg.Output[pd.DataFrame]:
     """Daily OHLCV bars as Yahoo reports them, with dividends and stock splits, one file per trading day.
 
     A run covering a range of partitions (a backfill) fetches each ticker's whole range in one
     request. NYSE holidays are stored as empty days without asking Yahoo. A ticker that fails is
-    reported in the metadata and does not block the others; the run fails only if every ticker fails.
+    reported in the metadata and does not block the others; the run fails only if every ticker fails,
+    or at once (naming the cause) when the circuit breaker suspends requests to Yahoo. The metadata
+    says what went over the wire: requests, cache hits, retries, 429s, breaker state, latency.
+    A run configured with `only_tickers` fetches those symbols and replaces only their rows in the
+    stored days (a new ticker's history, a restatement). Splits and dividends in the answer are
+    listed as `corporate_actions`, which the restatement sensor watches.
     """
     start, end = window_dates(context.partition_time_window)
     sessions = trading_days(start, end)
-    symbols = tickers.symbols()
+    symbols = resolve_tickers(config.only_tickers, default=[]) if config.only_tickers else tickers.symbols()
     if not sessions:
         context.log.info("No NYSE session in %s..%s: market closed, nothing to fetch", start, end)
-        return dg.Output(empty_raw_frame(), metadata={"dagster/row_count": 0, "market_closed": True})
+        _per_day(context, empty_raw_frame(), sessions)
+        return dg.Output(empty_raw_frame(), metadata={"rows_in_run": 0, "market_closed": True})
 
-    frame, report = quotes.fetch(symbols, sessions[0], sessions[-1] + pd.Timedelta(days=1), log=context.log)
+    try:
+        frame, report = quotes.fetch(symbols, sessions[0], sessions[-1] + pd.Timedelta(days=1), log=context.log)
+    except CircuitOpenError as err:
+        # The breaker already is the retry governance: re-running the step before its cool-down
+        # would only fail fast again, so Dagster's retry policy is bypassed.
+        report = getattr(err, "report", None)
+        raise dg.Failure(
+            description=f"Quote fetch stopped, Yahoo requests are suspended: {err}",
+            metadata=report.metadata() if report else None,
+            allow_retries=False,
+        ) from err
     if len(report.failures) == len(symbols):
         raise QuoteSourceUnavailable(
             f"Every ticker failed for {sessions[0]}..{sessions[-1]} (source {quotes.source!r}); "
             f"first error: {next(iter(report.failures.values()))}"
         )
     frame = frame[frame["trade_date"].isin(set(sessions))]
+    if config.only_tickers:
+        frame.attrs[REPLACES_SYMBOLS] = symbols
+    _per_day(context, frame, sessions)
+    # The fetch figures describe the run's one fetch; the rows per day are on each partition.
     return dg.Output(
         frame,
         metadata={
-            "dagster/row_count": len(frame),
+            "partitions_in_run": len(context.partition_keys),
+            "rows_in_run": len(frame),
             "quote_source": quotes.source,
-            "tickers_requested": len(symbols),
-            "tickers_failed": len(report.failures),
-            "failed_tickers": dg.MetadataValue.json(report.failures),
             "trading_days": len(sessions),
-            "upstream_requests": report.requests,
-            "latency_p50_s": report.latency_percentile(0.5),
-            "latency_p95_s": report.latency_percentile(0.95),
+            **report.metadata(),
+            "rate_limit_per_s": quotes.effective_rate,
             "dividend_events": int((frame["dividends"] > 0).sum()),
             "split_events": int((frame["stock_splits"] > 0).sum()),
+            "corporate_actions": dg.MetadataValue.json(corporate_actions(frame)),
+            "only_tickers": dg.MetadataValue.json(list(config.only_tickers)),
         },
     )
+
+
+def corporate_actions(frame: pd.DataFrame) -> list[dict[str, object]]:
+    """Splits and dividends in a fetched frame: [{symbol, date, kind, value}], date-ordered."""
+    actions = []
+    for kind, column in (("split", "stock_splits"), ("dividend", "dividends")):
+        hits = frame[frame[column] > 0]
+        actions += [{"symbol": row.symbol, "date": str(row.trade_date), "kind": kind, "value": float(getattr(row, column))}
+                    for row in hits.itertuples(index=False)]
+    return sorted(actions, key=lambda a: (a["date"], a["symbol"], a["kind"]))
+
+
+def _per_day(context: dg.AssetExecutionContext, frame: pd.DataFrame, sessions: list) -> None:
+    """Each day's own row count on its own partition (see stock_assets/metadata.py)."""
+    keys = context.partition_keys
+    rows, symbols = rows_by_day(frame, keys), distinct_by_day(frame, keys, "symbol")
+    session_keys = {day.isoformat() for day in sessions}
+    add_partition_metadata(context, {
+        key: {"dagster/row_count": rows[key], "symbols": symbols[key], "nyse_session": key in session_keys}
+        for key in keys
+    })

@@ -342,7 +342,6 @@ def _response(
     The head is serialised and parsed by `http.client`, because `requests` reads `Set-Cookie`
     headers from the parsed message of the underlying response, not from `Response.headers`.
     """
-    reason = HTTPStatus(status).phrase
     headers = [
         ("Content-Type", content_type),
         ("Content-Length", str(len(body))),
@@ -350,6 +349,17 @@ def _response(
         ("Cache-Control", "public, max-age=10, stale-while-revalidate=20"),
         *extra_headers,
     ]
+    return wire_response(request, status, body, headers)
+
+
+def wire_response(
+    request: requests.PreparedRequest, status: int, body: bytes, headers: Iterable[tuple[str, str]]
+) -> requests.Response:
+    """A `requests.Response` with exactly `headers` and `body`, as `HTTPAdapter` builds one from the
+    wire (cookies included). Other transports (the emulator, the response cache, the curl_cffi
+    adapter) use it to hand yfinance answers it cannot tell from a socket's."""
+    headers = list(headers)
+    reason = HTTPStatus(status).phrase
     head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{name}: {value}\r\n" for name, value in headers) + "\r\n"
     wire = http.client.HTTPResponse(_WireSocket(head.encode("latin-1") + body), method=request.method)
     wire.begin()

@@ -1,8 +1,17 @@
-"""The quote client: daily bars through yfinance, from live Yahoo or the bundled replay.
+"""The quote client: daily bars through yfinance, from live Yahoo or the bundled replay, governed.
 
 Both sources go through the same yfinance code: the replay is a `requests` transport adapter that
 answers Yahoo's cookie, crumb and chart requests from recorded data, so the parsing, time zones and
 corporate-action handling the pipeline sees are yfinance's own.
+
+Under yfinance, every request passes the governed transport (`transport.GovernedAdapter`): one
+rate limit, one circuit breaker and one response cache shared by every process that uses the same
+database (`database`), retries with backoff that honour Retry-After, and per-fetch metrics. Without
+a database the same governance works in this process only.
+
+yfinance keeps ONE process-wide session (`YfData` is a singleton): tickers are fetched by a small
+thread pool that shares the client's session, and a lease keeps another client from swapping its
+session in while they run.
 """
 
 from __future__ import annotations
@@ -11,6 +20,9 @@ import datetime as dt
 import threading
 import time
 import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -23,6 +35,22 @@ from yfinance.exceptions import YFPricesMissingError, YFTzMissingError
 from pydantic import Field, PrivateAttr
 
 from stock_assets import settings
+from stock_assets.database.resource import PostgresResource
+from stock_assets.defs.quotes.breaker import BreakerPolicy, CircuitOpenError, LocalBreaker, PostgresBreaker
+from stock_assets.defs.quotes.cache import LocalResponseCache, PostgresResponseCache
+from stock_assets.defs.quotes.limiter import LocalRateLimiter, PostgresRateLimiter, RateLimit
+from stock_assets.defs.quotes.emulator import loopback_session
+from stock_assets.defs.quotes.live import live_session
+from stock_assets.defs.quotes.transport import (
+    GovernedAdapter,
+    Governance,
+    GovernancePolicy,
+    Trace,
+    UpstreamError,
+    UpstreamUnreachable,
+    govern,
+    observing,
+)
 from stock_assets.partitions import MARKET_TIMEZONE
 from stock_assets.defs.quotes.replay import replay_session
 
@@ -32,6 +60,11 @@ RAW_COLUMNS = [
     "symbol", "trade_date", "open", "high", "low", "close", "adj_close", "volume",
     "dividends", "stock_splits", "source", "fetched_at",
 ]
+
+# Requests per second when `rate_per_s` is not set: Yahoo sustains about one per second per IP;
+# the replay is local data and needs no limit.
+DEFAULT_RATES = {"yahoo": 1.0, "replay": 0.0}
+_DAY_S = 86400.0
 
 # yfinance keeps process-wide state (one HTTP session, a tz cache); configure it once per process.
 _yf_lock = threading.Lock()
@@ -50,22 +83,55 @@ class TickerFetchError(RuntimeError):
 class FetchReport:
     """What one batch fetch did, for materialization metadata."""
 
-    requests: int = 0
+    tickers: int = 0
     failures: dict[str, str] = field(default_factory=dict)
-    latencies_s: list[float] = field(default_factory=list)
+    trace: Trace = field(default_factory=Trace)
+    breaker_state: str = "closed"
+    ticker_latencies_s: list[float] = field(default_factory=list)
+
+    @property
+    def requests(self) -> int:
+        """History (chart-window) requests that went upstream: one per ticker unless retried or cached."""
+        return self.trace.history_requests
+
+    @property
+    def latencies_s(self) -> list[float]:
+        """Latency of every request that went upstream."""
+        return self.trace.latencies_s
 
     def latency_percentile(self, q: float) -> float | None:
         if not self.latencies_s:
             return None
-        return float(pd.Series(self.latencies_s).quantile(q))
+        return round(float(pd.Series(self.latencies_s).quantile(q)), 4)
+
+    def metadata(self) -> dict[str, object]:
+        trace = self.trace
+        return {
+            "tickers_requested": self.tickers,
+            "tickers_failed": len(self.failures),
+            "failed_tickers": dg.MetadataValue.json(self.failures),
+            "upstream_requests": trace.upstream_requests,
+            "history_requests": trace.history_requests,
+            "cache_hits": trace.cache_hits,
+            "retries": trace.retries,
+            "http_429s": trace.http_429,
+            "failed_attempts": trace.failed_attempts,
+            "empty_answers": trace.empty_answers,
+            "limiter_wait_s": round(trace.limiter_wait_s, 3),
+            "breaker_state": self.breaker_state,
+            "latency_p50_s": self.latency_percentile(0.5),
+            "latency_p95_s": self.latency_percentile(0.95),
+        }
 
 
 class QuoteClient(dg.ConfigurableResource):
-    """Daily OHLCV bars with dividends and splits, fetched with yfinance.
+    """Daily OHLCV bars with dividends and splits, fetched with yfinance, governed so that the
+    project never gets banned: a shared rate limit, retries, a circuit breaker and a cache.
 
     `source` says where quotes come from: `replay` answers from the bundled recorded Yahoo data
     (offline, the default); `yahoo` asks Yahoo Finance itself. The choice shows in the UI as this
-    resource's configuration and on every materialization.
+    resource's configuration and on every materialization. `database` holds the governance state
+    shared by every process and run; without it the state is this process's own.
     """
 
     source: QuoteSource = Field(
@@ -73,85 +139,238 @@ class QuoteClient(dg.ConfigurableResource):
         description="'replay' = bundled recorded Yahoo data through yfinance (offline); 'yahoo' = live Yahoo Finance.",
     )
     timeout_s: float = Field(default=20.0, description="HTTP timeout per Yahoo request.")
+    upstream_url: str | None = Field(
+        default=None,
+        description="Send Yahoo's requests to this base URL instead (a Yahoo emulator on 127.0.0.1, for tests "
+        "and benchmarks: stock_assets.defs.quotes.emulator); empty = the real hosts.",
+    )
+    database: PostgresResource | None = Field(
+        default=None,
+        description="Where the shared rate limit, circuit breaker and response cache live; empty = this process only.",
+    )
+    scope: str | None = Field(
+        default=None,
+        description="Name of the shared limit, breaker and cache (processes with the same scope share them); "
+        "empty = the source's name (with the upstream URL when one is set).",
+    )
+    rate_per_s: float | None = Field(
+        default=None,
+        description="Requests per second to the upstream, all processes together; empty = the source's default "
+        "(yahoo: 1.0; replay: unlimited); 0 = unlimited.",
+    )
+    burst: int = Field(default=2, ge=1, description="Requests that may leave back to back before the rate applies.")
+    rate_guard_s: float = Field(
+        default=0.1, ge=0, description="Margin taken off the burst allowance, so network jitter cannot exceed it.")
+    max_retries: int = Field(default=5, ge=0, description="Retries of a transient failure (429, 5xx, timeout, "
+                             "truncated or empty answer) before the ticker fails.")
+    backoff_base_s: float = Field(default=1.0, ge=0, description="First backoff; doubles per retry, full jitter.")
+    backoff_max_s: float = Field(default=30.0, ge=0, description="Longest single backoff.")
+    max_retry_after_s: float = Field(
+        default=300.0, description="A Retry-After longer than this fails the request instead of waiting.")
+    breaker_threshold: int = Field(default=5, ge=1, description="Consecutive transient failures that open the breaker.")
+    breaker_cooldown_s: float = Field(default=60.0, ge=0, description="How long an open breaker refuses requests "
+                                      "before one probe is let through.")
+    cache_enabled: bool = Field(default=True, description="Keep chart answers in the response cache.")
+    cache_past_ttl_s: float = Field(default=30 * _DAY_S, description="Cache lifetime of a range wholly in the past.")
+    cache_recent_ttl_s: float = Field(default=300.0, description="Cache lifetime of a range touching today.")
+    max_parallel_tickers: int = Field(default=4, ge=1, description="Tickers fetched at once (threads sharing the "
+                                      "rate limit); each holds up to two database connections, so keep it "
+                                      "below half the database pool (pool_size + max_overflow).")
 
     _session: requests.Session | None = PrivateAttr(default=None)
+    _governed: bool = PrivateAttr(default=False)
 
     def with_session(self, session: requests.Session) -> "QuoteClient":
-        """A copy of this client that sends its HTTP through `session` (tests, proxies)."""
+        """A copy of this client that sends its HTTP through `session` (tests, proxies); the
+        session's transports are governed like the client's own."""
         client = self.model_copy()
-        client._session = session
+        client._session, client._governed = session, False
         return client
+
+    def with_transport(self, adapter: requests.adapters.BaseAdapter) -> "QuoteClient":
+        """A copy of this client whose requests all go to `adapter` (the emulator in tests)."""
+        session = requests.Session()
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return self.with_session(session)
+
+    @property
+    def effective_rate(self) -> float:
+        return DEFAULT_RATES[self.source] if self.rate_per_s is None else self.rate_per_s
 
     @property
     def session(self) -> requests.Session:
         if self._session is None:
-            self._session = replay_session() if self.source == "replay" else _live_session()
+            if self.upstream_url:
+                self._session = loopback_session(self.upstream_url)
+            else:
+                self._session = replay_session() if self.source == "replay" else live_session()
+        if not self._governed:
+            govern(self._session, self._governance())
+            self._governed = True
         return self._session
+
+    @property
+    def governed_adapter(self) -> GovernedAdapter:
+        adapter = self.session.get_adapter("https://query2.finance.yahoo.com")
+        assert isinstance(adapter, GovernedAdapter)
+        return adapter
+
+    @property
+    def governance_scope(self) -> str:
+        """The shared limit, breaker and cache this client uses: answers from one upstream (live
+        Yahoo, the replay, an emulator) never stand in for another's."""
+        if self.scope:
+            return self.scope
+        return f"{self.source}@{self.upstream_url}" if self.upstream_url else self.source
+
+    def _governance(self) -> Governance:
+        scope = self.governance_scope
+        policy = GovernancePolicy(
+            scope=scope, max_retries=self.max_retries, backoff_base_s=self.backoff_base_s,
+            backoff_max_s=self.backoff_max_s, max_retry_after_s=self.max_retry_after_s,
+            cache_past_ttl_s=self.cache_past_ttl_s, cache_recent_ttl_s=self.cache_recent_ttl_s,
+        )
+        limit = RateLimit(self.effective_rate, self.burst, self.rate_guard_s)
+        breaker = BreakerPolicy(self.breaker_threshold, self.breaker_cooldown_s,
+                                probe_timeout_s=max(self.timeout_s * 2, 30.0))
+        if self.database is None:
+            return Governance(policy, LocalRateLimiter(limit), LocalBreaker(scope, breaker),
+                              LocalResponseCache() if self.cache_enabled else None)
+        engine = self.database.engine
+        return Governance(policy, PostgresRateLimiter(engine, scope, limit), PostgresBreaker(engine, scope, breaker),
+                          PostgresResponseCache(engine) if self.cache_enabled else None)
 
     def daily_bars(self, symbol: str, start: dt.date, end: dt.date) -> pd.DataFrame:
         """Bars for start <= trade date < end, in the raw landing schema (RAW_COLUMNS).
 
-        Raises TickerFetchError when Yahoo has no data for the symbol, or answers a window that
-        holds trading days with no bars at all (an empty frame is never read as "no trading"),
-        and QuoteSourceUnavailable when the source cannot be reached at all.
+        Raises TickerFetchError when Yahoo has no data for the symbol, refuses it, keeps failing
+        after every retry, or answers a window that holds trading days with no bars at all (an
+        empty frame is never read as "no trading"); QuoteSourceUnavailable when the source cannot
+        be reached at all; CircuitOpenError while the breaker suspends requests.
         """
         _configure_yfinance()
-        # yfinance caches past windows in-process by URL alone, whichever session asked: a cached
-        # answer from another source (or an earlier failure) must never stand in for this one.
-        YfData.cache_get.cache_clear()
-        ticker = yf.Ticker(symbol, session=self.session)
+        session = self.session
         last_day = end - dt.timedelta(days=1)
-        try:
-            history = ticker.history(
-                start=start.isoformat(),
-                end=end.isoformat(),
-                interval="1d",
-                auto_adjust=False,
-                actions=True,
-                timeout=self.timeout_s,
-            )
-        except YFPricesMissingError as err:
-            if err.yahoo_reason:
-                raise TickerFetchError(f"{symbol}: Yahoo says {err.yahoo_reason!r}") from err
-            raise TickerFetchError(
-                f"{symbol}: Yahoo returned no bars for {start}..{last_day}, which holds NYSE sessions "
-                "(an empty answer is never taken for 'no trading')"
-            ) from err
-        except YFTzMissingError as err:
-            raise TickerFetchError(f"{symbol}: unknown to Yahoo (no exchange time zone; possibly delisted)") from err
-        except Exception as err:  # yfinance lets transport errors through under several classes
-            if _is_connection_failure(err):
-                raise _unreachable(self.source, err) from err
-            status = getattr(getattr(err, "response", None), "status_code", None)
-            if status == 404:
-                raise TickerFetchError(f"{symbol}: not found at Yahoo (HTTP 404, possibly delisted)") from err
-            raise TickerFetchError(f"{symbol}: {type(err).__name__}: {err}") from err
-        if history.empty:
-            raise TickerFetchError(
-                f"{symbol}: Yahoo returned no bars for {start}..{last_day}, which holds NYSE sessions "
-                "(an empty answer is never taken for 'no trading')"
-            )
+        no_bars = TickerFetchError(
+            f"{symbol}: Yahoo returned no bars for {start}..{last_day}, which holds NYSE sessions "
+            "(an empty answer is never taken for 'no trading')"
+        )
+        with _session_lease(session), observing() as governed:
+            # yfinance caches past windows in-process by URL alone, whichever session asked: a cached
+            # answer from another source (or an earlier failure) must never stand in for this one.
+            YfData.cache_get.cache_clear()
+            ticker = yf.Ticker(symbol, session=session)
+            try:
+                history = ticker.history(
+                    start=start.isoformat(),
+                    end=end.isoformat(),
+                    interval="1d",
+                    auto_adjust=False,
+                    actions=True,
+                    timeout=self.timeout_s,
+                )
+            except (CircuitOpenError, UpstreamError, UpstreamUnreachable) as err:
+                raise self._governed_failure(symbol, err) from err
+            except YFPricesMissingError as err:
+                self._raise_governed(symbol, governed)
+                if err.yahoo_reason:
+                    raise TickerFetchError(f"{symbol}: Yahoo says {err.yahoo_reason!r}") from err
+                raise no_bars from err
+            except YFTzMissingError as err:
+                self._raise_governed(symbol, governed)
+                raise TickerFetchError(
+                    f"{symbol}: unknown to Yahoo (no exchange time zone; possibly delisted)") from err
+            except Exception as err:  # yfinance lets transport errors through under several classes
+                self._raise_governed(symbol, governed)
+                if _is_connection_failure(err):
+                    raise _unreachable(self.source, err) from err
+                status = getattr(getattr(err, "response", None), "status_code", None)
+                if status == 404:
+                    raise TickerFetchError(f"{symbol}: not found at Yahoo (HTTP 404, possibly delisted)") from err
+                raise TickerFetchError(f"{symbol}: {type(err).__name__}: {err}") from err
+            if history.empty:
+                self._raise_governed(symbol, governed)  # yfinance may have swallowed the cause
+                raise no_bars
         return to_raw_frame(symbol, history, source=self.source)
 
     def fetch(
         self, symbols: list[str], start: dt.date, end: dt.date, log: dg.DagsterLogManager | None = None
     ) -> tuple[pd.DataFrame, FetchReport]:
-        """Fetch every symbol's whole window (one request per ticker); failures are per ticker."""
-        report = FetchReport()
-        frames: list[pd.DataFrame] = []
-        for symbol in symbols:
-            began = time.perf_counter()
-            report.requests += 1
+        """Fetch every symbol's whole window, one request per ticker, `max_parallel_tickers` at once.
+
+        A ticker that fails is recorded in the report and does not stop the others. An open
+        circuit breaker or an unreachable source stops the whole fetch (the exception carries the
+        report as `.report`).
+        """
+        report = FetchReport(tickers=len(symbols))
+        frames: dict[str, pd.DataFrame] = {}
+        session = self.session
+        workers = max(1, min(self.max_parallel_tickers, len(symbols)))
+        with _session_lease(session), ThreadPoolExecutor(workers, thread_name_prefix="quotes") as pool:
+            futures = {pool.submit(self._fetch_one, symbol, start, end, report): symbol for symbol in symbols}
             try:
-                frames.append(self.daily_bars(symbol, start, end))
-            except TickerFetchError as err:
-                report.failures[symbol] = str(err)
-                if log:
-                    log.warning(str(err))
-            finally:
-                report.latencies_s.append(time.perf_counter() - began)
-        frame = pd.concat(frames, ignore_index=True) if frames else empty_raw_frame()
+                for future in as_completed(futures):
+                    symbol = futures[future]
+                    try:
+                        frames[symbol] = future.result()
+                    except TickerFetchError as err:
+                        report.failures[symbol] = str(err)
+                        if log:
+                            log.warning(str(err))
+            except BaseException as err:
+                for future in futures:
+                    future.cancel()
+                report.breaker_state = self.governed_adapter.governance.breaker.state()
+                err.report = report  # type: ignore[attr-defined]
+                raise
+        report.breaker_state = self.governed_adapter.governance.breaker.state()
+        ordered = [frames[symbol] for symbol in symbols if symbol in frames]
+        frame = pd.concat(ordered, ignore_index=True) if ordered else empty_raw_frame()
         return frame, report
+
+    def _fetch_one(self, symbol: str, start: dt.date, end: dt.date, report: FetchReport) -> pd.DataFrame:
+        began = time.perf_counter()
+        try:
+            with observing(report.trace):
+                return self.daily_bars(symbol, start, end)
+        finally:
+            report.ticker_latencies_s.append(time.perf_counter() - began)
+
+    def _governed_failure(self, symbol: str, err: BaseException) -> BaseException:
+        if isinstance(err, CircuitOpenError):
+            return err
+        if isinstance(err, UpstreamUnreachable):
+            return _unreachable(self.source, err)
+        return TickerFetchError(f"{symbol}: {err}")
+
+    def _raise_governed(self, symbol: str, governed: list[BaseException]) -> None:
+        """If the governed transport failed during this call, that failure is the real cause."""
+        if governed:
+            raise self._governed_failure(symbol, governed[-1]) from governed[-1]
+
+
+_lease = threading.Condition()
+_lease_state: dict[str, object] = {"session": None, "holders": 0}
+
+
+@contextmanager
+def _session_lease(session: requests.Session) -> Iterator[None]:
+    """Hold yfinance's process-wide session slot for `session`: nested and concurrent holders with
+    the same session share it; a client with another session waits until they are done."""
+    with _lease:
+        while _lease_state["holders"] and _lease_state["session"] is not session:
+            _lease.wait()
+        _lease_state["session"] = session
+        _lease_state["holders"] += 1
+    try:
+        yield
+    finally:
+        with _lease:
+            _lease_state["holders"] -= 1
+            if not _lease_state["holders"]:
+                _lease_state["session"] = None
+                _lease.notify_all()
 
 
 def to_raw_frame(symbol: str, history: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -203,12 +422,6 @@ def _configure_yfinance() -> None:
                                 module=r"yfinance(\.|$)")
         yf.config.debug.hide_exceptions = False  # surface Yahoo's errors instead of empty frames
         _yf_configured.add(cache_dir)
-
-
-def _live_session() -> requests.Session:
-    from yfinance._http import new_session
-
-    return new_session()
 
 
 def _is_connection_failure(err: Exception) -> bool:

@@ -4,9 +4,10 @@
 import dagster as dg
 from sqlalchemy import TextClause, text
 
-from stock_assets.automation import SECTOR_FRESHNESS, follow_upstream
+from stock_assets.automation import DATABASE_RETRY, SECTOR_FRESHNESS, follow_upstream
 from stock_assets.database.resource import PostgresResource
 from stock_assets.database.schema import load_query
+from stock_assets.metadata import add_partition_metadata, asset_metadata
 from stock_assets.partitions import month_bounds, monthly_partitions
 
 DAILY_TABLE = "market.sector_daily_performance"
@@ -22,17 +23,22 @@ _DELETE_MONTHLY = text(
 
 def _replace_months(
     context: dg.AssetExecutionContext, database: PostgresResource, delete: TextClause, query_name: str
-) -> int:
-    """Replace each month of the run's partitions with the named query's output, one transaction per month."""
+) -> dict[str, int]:
+    """Replace each month of the run's partitions with the named query's output, one transaction per
+    month; returns the rows written per month (partition key)."""
     insert = text(load_query(query_name))
-    rows = 0
+    rows = {}
     for key in context.partition_keys:
         start, end = month_bounds(key)
         params = {"month_start": start, "month_end": end}
         with database.begin() as conn:
             conn.execute(delete, params)
-            rows += conn.execute(insert, params).rowcount
+            rows[key] = conn.execute(insert, params).rowcount
     return rows
+
+
+def _run_range(context: dg.AssetExecutionContext) -> dict[str, object]:
+    return {"start": month_bounds(context.partition_keys[0])[0], "end": month_bounds(context.partition_keys[-1])[1]}
 
 
 @dg.asset(
@@ -40,19 +46,41 @@ def _replace_months(
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=12),
     deps=["monthly_prices", "ticker_universe"],
     automation_condition=follow_upstream(),
+    retry_policy=DATABASE_RETRY,
     freshness_policy=SECTOR_FRESHNESS,
     group_name="sectors",
     kinds={"postgres", "sql"},
     owners=["team:market-data"],
     code_version="1",
-    metadata={"dagster/table_name": DAILY_TABLE},
+    metadata=asset_metadata("sector_daily_performance"),
 )
 def sector_daily_performance(context: dg.AssetExecutionContext, database: PostgresResource) -> dg.MaterializeResult:
     """Per GICS sector and trading day: equal-weight and volume-weighted total returns, advancers,
     decliners and dollar volume, computed in SQL (`sql/queries/sector_daily_performance.sql`) over
     `market.prices` joined to `market.ticker_universe`."""
     rows = _replace_months(context, database, _DELETE_DAILY, "sector_daily_performance")
-    return dg.MaterializeResult(metadata={"dagster/row_count": rows})
+    with database.begin() as conn:
+        per_month = {
+            month.isoformat(): (sessions, sectors, mean_return)
+            for month, sessions, sectors, mean_return in conn.execute(
+                text("SELECT date_trunc('month', trade_date)::date, count(DISTINCT trade_date), "
+                     "count(DISTINCT sector), avg(equal_weight_return) FROM market.sector_daily_performance "
+                     "WHERE trade_date >= :start AND trade_date < :end GROUP BY 1"),
+                _run_range(context),
+            ).all()
+        }
+    add_partition_metadata(context, {
+        key: {
+            "dagster/row_count": count,
+            "trading_days": per_month.get(key, (0, 0, None))[0],
+            "sectors": per_month.get(key, (0, 0, None))[1],
+            "mean_sector_day_return": _float(per_month.get(key, (0, 0, None))[2]),
+        }
+        for key, count in rows.items()
+    })
+    return dg.MaterializeResult(
+        metadata={"partitions_in_run": len(rows), "rows_in_run": sum(rows.values())}
+    )
 
 
 @dg.asset(
@@ -60,30 +88,43 @@ def sector_daily_performance(context: dg.AssetExecutionContext, database: Postgr
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=12),
     deps=["sector_daily_performance"],
     automation_condition=follow_upstream(),
+    retry_policy=DATABASE_RETRY,
     freshness_policy=SECTOR_FRESHNESS,
     group_name="sectors",
     kinds={"postgres", "sql"},
     owners=["team:market-data"],
     code_version="1",
-    metadata={"dagster/table_name": MONTHLY_TABLE},
+    metadata=asset_metadata("sector_monthly_summary"),
 )
 def sector_monthly_summary(context: dg.AssetExecutionContext, database: PostgresResource) -> dg.MaterializeResult:
     """Per GICS sector and month: compounded equal-weight and volume-weighted returns, share of
     advancing stocks, dollar volume, and the best and worst days, from `market.sector_daily_performance`
     (`sql/queries/sector_monthly_summary.sql`)."""
     rows = _replace_months(context, database, _DELETE_MONTHLY, "sector_monthly_summary")
+    leaders: dict[str, list] = {key: [] for key in rows}
     with database.begin() as conn:
-        leaders = conn.execute(
-            text("SELECT sector, equal_weight_return FROM market.sector_monthly_summary "
-                 "WHERE month = :month ORDER BY equal_weight_return DESC"),
-            {"month": month_bounds(context.partition_keys[-1])[0]},
-        ).all()
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": rows,
-            "best_sector": leaders[0][0] if leaders else None,
-            "best_sector_return": float(leaders[0][1]) if leaders else None,
-            "worst_sector": leaders[-1][0] if leaders else None,
-            "worst_sector_return": float(leaders[-1][1]) if leaders else None,
+        for month, sector, value in conn.execute(
+            text("SELECT month, sector, equal_weight_return FROM market.sector_monthly_summary "
+                 "WHERE month >= :start AND month < :end ORDER BY month, equal_weight_return DESC"),
+            _run_range(context),
+        ).all():
+            leaders.setdefault(month.isoformat(), []).append((sector, round(float(value), 6)))
+    # Per month: its own leaders, so the partition plots show each month's best and worst returns.
+    add_partition_metadata(context, {
+        key: {
+            "dagster/row_count": count,
+            "best_sector": leaders[key][0][0] if leaders[key] else None,
+            "best_sector_return": leaders[key][0][1] if leaders[key] else None,
+            "worst_sector": leaders[key][-1][0] if leaders[key] else None,
+            "worst_sector_return": leaders[key][-1][1] if leaders[key] else None,
+            "sector_return_spread": round(leaders[key][0][1] - leaders[key][-1][1], 6) if leaders[key] else None,
         }
+        for key, count in rows.items()
+    })
+    return dg.MaterializeResult(
+        metadata={"partitions_in_run": len(rows), "rows_in_run": sum(rows.values())}
     )
+
+
+def _float(value: object) -> float | None:
+    return None if value is None else round(float(value), 6)

@@ -7,6 +7,7 @@ from sqlalchemy import text
 from stock_assets.database.resource import PostgresResource
 from stock_assets.defs.universe.constituents import load_constituents
 from stock_assets.defs.universe.resources import TickerSelection
+from stock_assets.metadata import asset_metadata
 
 UNIVERSE_TABLE = "market.ticker_universe"
 
@@ -38,7 +39,7 @@ _UPSERT = text(
     kinds={"postgres", "pandas"},
     owners=["team:market-data"],
     code_version="1",
-    metadata={"dagster/table_name": UNIVERSE_TABLE},
+    metadata=asset_metadata("ticker_universe"),
 )
 def ticker_universe(
     context: dg.AssetExecutionContext, database: PostgresResource, tickers: TickerSelection
@@ -72,6 +73,7 @@ def ticker_universe(
             "dagster/row_count": len(rows),
             "tracked_tickers": len(tracked),
             "rows_changed": max(result.rowcount, 0),
+            "sector_count": len(sectors),
             "sectors": dg.MetadataValue.md(
                 "| sector | tracked | members |\n|---|---:|---:|\n"
                 + "\n".join(f"| {s} | {t} | {n} |" for s, t, n in sectors)

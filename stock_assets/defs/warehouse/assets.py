@@ -4,10 +4,12 @@ import dagster as dg
 import pandas as pd
 from sqlalchemy import text
 
-from stock_assets.automation import follow_upstream
+from stock_assets.automation import DATABASE_RETRY, follow_upstream
 from stock_assets.database.resource import PostgresResource
 from stock_assets.defs.warehouse.loader import load_month
+from stock_assets.metadata import add_partition_metadata, asset_metadata
 from stock_assets.partitions import month_bounds, monthly_partitions
+from stock_assets.settings import POSTGRES_POOL
 
 PRICES_TABLE = "market.prices"
 
@@ -17,11 +19,13 @@ PRICES_TABLE = "market.prices"
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=12),
     ins={"cleaned_prices": dg.AssetIn(partition_mapping=dg.TimeWindowPartitionMapping())},
     automation_condition=follow_upstream(),
+    pool=POSTGRES_POOL,
+    retry_policy=DATABASE_RETRY,
     group_name="warehouse",
     kinds={"postgres"},
     owners=["team:market-data"],
     code_version="2",
-    metadata={"dagster/table_name": PRICES_TABLE},
+    metadata=asset_metadata("monthly_prices"),
 )
 def monthly_prices(
     context: dg.AssetExecutionContext, cleaned_prices: pd.DataFrame, database: PostgresResource
@@ -35,11 +39,13 @@ def monthly_prices(
     """
     frame = cleaned_prices
     dates = pd.to_datetime(frame["trade_date"]) if len(frame) else pd.Series(dtype="datetime64[ns]")
-    loads = []
+    loads, month_symbols, month_days = [], [], []
     with database.psycopg_connection() as conn:
         for key in context.partition_keys:
             start, end = month_bounds(key)
             month = frame[(dates >= pd.Timestamp(start)) & (dates < pd.Timestamp(end))]
+            month_symbols.append(int(month["symbol"].nunique()) if len(month) else 0)
+            month_days.append(int(month["trade_date"].nunique()) if len(month) else 0)
             # One chunk per trading day: the loader streams them into COPY.
             loads.append(load_month(conn, start, (day for _, day in month.groupby("trade_date", sort=True))))
             context.log.info("Loaded %s rows into market.%s (%s replaced)", loads[-1].rows_loaded,
@@ -51,13 +57,27 @@ def monthly_prices(
                  "WHERE n.nspname = 'market' AND c.relname = ANY(:names)"),
             {"names": [load.partition for load in loads]},
         ).all())
+    # Each month's own numbers on its own partition; a run of up to 12 months also carries its
+    # totals as `*_in_run` (see stock_assets/metadata.py).
+    add_partition_metadata(context, {
+        key: {
+            "dagster/row_count": load.rows_loaded,
+            "rows_replaced": load.rows_replaced,
+            "partition_table": f"market.{load.partition}",
+            "partition_bytes": int(sizes.get(load.partition, 0)),
+            "symbols": symbols,
+            "trading_days": days,
+        }
+        for key, load, symbols, days in zip(context.partition_keys, loads, month_symbols, month_days)
+    })
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": sum(load.rows_loaded for load in loads),
-            "rows_replaced": sum(load.rows_replaced for load in loads),
+            "partitions_in_run": len(loads),
+            "rows_in_run": sum(load.rows_loaded for load in loads),
+            "rows_replaced_in_run": sum(load.rows_replaced for load in loads),
             "partitions": dg.MetadataValue.json([load.partition for load in loads]),
-            "partition_bytes": sum(sizes.values()),
-            "symbols": int(frame["symbol"].nunique()) if len(frame) else 0,
+            "partition_bytes_in_run": int(sum(sizes.values())),
+            "symbols_in_run": int(frame["symbol"].nunique()) if len(frame) else 0,
             **database.pool_statistics(),
         }
     )

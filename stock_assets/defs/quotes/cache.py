@@ -1,0 +1,117 @@
+"""A response cache shared by every process: the same question is asked of Yahoo once.
+
+Successful chart answers are kept in `quotes.response_cache`, keyed by the canonical request
+(`http_calls.UpstreamCall.cache_key`: scope, symbol, range, interval, events and adjustment flags,
+never the crumb). How long an answer is trusted depends on its range: a range wholly in the past
+does not change and is kept long (30 days by default); a range touching today is kept briefly
+(5 minutes), because today's bar is still moving.
+
+Concurrent requests for the same key make one upstream call: the first takes a transaction-level
+advisory lock on the key, re-checks the cache, asks upstream and stores the answer before the lock
+is released; the others wait on the lock and then find the answer. The lock's connection stays
+open for the duration of that one upstream call, which the parallelism limit keeps small.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy import Engine, text
+
+from stock_assets.defs.quotes.http_calls import UpstreamCall
+
+# pg_advisory_xact_lock(namespace, hashtext(key)): the namespace keeps these locks apart from the
+# schema runner's and the monthly loader's.
+_LOCK_NAMESPACE = 0x51554F54  # "QUOT"
+
+
+@dataclass(frozen=True)
+class CachedAnswer:
+    status: int
+    content_type: str
+    body: bytes
+
+
+class ResponseCache(Protocol):
+    def get(self, call: UpstreamCall) -> CachedAnswer | None: ...
+
+    def lock(self, call: UpstreamCall):  # a context manager
+        """Exclusive right to fill the cache for this call's key (all processes)."""
+
+    def put(self, call: UpstreamCall, answer: CachedAnswer, ttl_s: float) -> None: ...
+
+
+class PostgresResponseCache:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        with engine.begin() as conn:  # expired answers are never served; drop them now and then
+            conn.execute(text("DELETE FROM quotes.response_cache WHERE expires_at < clock_timestamp()"))
+
+    def get(self, call: UpstreamCall) -> CachedAnswer | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                text("SELECT status, content_type, body FROM quotes.response_cache"
+                     " WHERE cache_key = :key AND expires_at > clock_timestamp()"),
+                {"key": call.cache_key},
+            ).one_or_none()
+        if row is None:
+            return None
+        return CachedAnswer(row.status, row.content_type, zlib.decompress(row.body))
+
+    @contextmanager
+    def lock(self, call: UpstreamCall) -> Iterator[None]:
+        with self.engine.connect() as conn, conn.begin():
+            conn.execute(text("SELECT pg_advisory_xact_lock(:namespace, hashtext(:key))"),
+                         {"namespace": _LOCK_NAMESPACE, "key": call.cache_key})
+            yield
+
+    def put(self, call: UpstreamCall, answer: CachedAnswer, ttl_s: float) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO quotes.response_cache (cache_key, scope, symbol, request, range_end, status,"
+                    " content_type, body, fetched_at, expires_at)"
+                    " VALUES (:key, :scope, :symbol, :request, :range_end, :status, :content_type, :body,"
+                    " clock_timestamp(), clock_timestamp() + make_interval(secs => :ttl))"
+                    " ON CONFLICT (cache_key) DO UPDATE SET status = EXCLUDED.status,"
+                    " content_type = EXCLUDED.content_type, body = EXCLUDED.body,"
+                    " fetched_at = EXCLUDED.fetched_at, expires_at = EXCLUDED.expires_at"
+                ),
+                {"key": call.cache_key, "scope": call.scope, "symbol": call.symbol, "request": call.canonical,
+                 "range_end": call.range_end, "status": answer.status, "content_type": answer.content_type,
+                 "body": zlib.compress(answer.body, 6), "ttl": float(ttl_s)},
+            )
+
+
+class LocalResponseCache:
+    """The same cache in this process only (monotonic clock)."""
+
+    def __init__(self) -> None:
+        self._clock = time.monotonic
+        self._entries: dict[str, tuple[float, CachedAnswer]] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, call: UpstreamCall) -> CachedAnswer | None:
+        with self._guard:
+            entry = self._entries.get(call.cache_key)
+        if entry is None or entry[0] <= self._clock():
+            return None
+        return entry[1]
+
+    @contextmanager
+    def lock(self, call: UpstreamCall) -> Iterator[None]:
+        with self._guard:
+            key_lock = self._locks.setdefault(call.cache_key, threading.Lock())
+        with key_lock:
+            yield
+
+    def put(self, call: UpstreamCall, answer: CachedAnswer, ttl_s: float) -> None:
+        with self._guard:
+            self._entries[call.cache_key] = (self._clock() + ttl_s, answer)
