@@ -14,6 +14,7 @@ import dagster as dg
 from sqlalchemy import text
 
 from stock_assets.database.resource import PostgresResource
+from stock_assets.environment import hold_storage_connections
 from stock_assets.partitions import month_bounds
 
 DEFAULT_START = dt.date(2020, 1, 1)
@@ -45,6 +46,7 @@ def run_demo(start: dt.date = DEFAULT_START, end: dt.date = DEFAULT_END, echo=pr
     start, end = start.replace(day=1), month_bounds(end.replace(day=1).isoformat())[1] - dt.timedelta(days=1)
     _check_range(start, end)
     instance = dg.DagsterInstance.get()
+    hold_storage_connections(instance)
     days = trading_day_partitions.get_partition_keys_in_range(
         dg.PartitionKeyRange(start.isoformat(), end.isoformat())
     )
