@@ -36,3 +36,14 @@ SECTOR_FRESHNESS = dg.FreshnessPolicy.cron(
 # Database work that failed on a dropped connection or a restarting server is retried: a load is one
 # transaction, so a retry starts from a clean slate. Jitter spreads retries of parallel runs.
 DATABASE_RETRY = dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+# Evaluates the conditions above; on by default so months and sectors follow their days without an
+# operator turning anything on. It only acts on updates: enabling it launches nothing by itself.
+follow_upstream_sensor = dg.AutomationConditionSensorDefinition(
+    "follow_upstream_sensor",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Reloads a month, and its sector aggregations, when one of its days is re-materialized.",
+)

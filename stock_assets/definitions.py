@@ -14,6 +14,7 @@ from __future__ import annotations
 import dagster as dg
 
 from stock_assets import settings
+from stock_assets.automation import follow_upstream_sensor
 from stock_assets.database.resource import PostgresResource
 from stock_assets.defs.prices.assets import cleaned_prices
 from stock_assets.defs.prices.sensors import GapPolicy, gap_sensor, restatement_sensor
@@ -66,6 +67,7 @@ defs = dg.Definitions(
     ],
     jobs=[daily_prices_job, monthly_warehouse_job, universe_job, serving_job],
     schedules=[daily_prices_schedule, monthly_warehouse_schedule],
-    sensors=[gap_sensor, new_ticker_sensor, restatement_sensor, cache_warming_sensor, run_failure_reporter],
+    sensors=[gap_sensor, new_ticker_sensor, restatement_sensor, cache_warming_sensor, run_failure_reporter,
+             follow_upstream_sensor],
     resources=build_resources(),
 )

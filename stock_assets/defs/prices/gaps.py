@@ -1,7 +1,7 @@
 """Finding gaps in the daily data: what the gap sensor requests, as plain functions it can test.
 
-A gap is an NYSE session in the look-back window whose `cleaned_prices` partition is missing or
-failed in Dagster, or whose rows are missing from `market.prices` although its month was loaded
+A gap is an NYSE session in the look-back window whose `raw_quotes` or `cleaned_prices` partition
+is missing or failed in Dagster, or whose rows are missing from `market.prices` although its month was loaded
 (data deleted behind Dagster's back). Weekends and holidays are never gaps. Sessions that a queued
 or running run already covers are left alone. Gaps separated only by non-trading days merge into
 one range, requested as one single-run backfill.
@@ -24,7 +24,7 @@ IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
 ]
-CLEANED = dg.AssetKey("cleaned_prices")
+DAILY_ASSETS = (dg.AssetKey("raw_quotes"), dg.AssetKey("cleaned_prices"))
 MONTHLY = dg.AssetKey("monthly_prices")
 
 
@@ -35,11 +35,14 @@ def sessions_in_window(as_of: dt.date, lookback_days: int) -> list[dt.date]:
 
 
 def unmaterialized_sessions(instance: dg.DagsterInstance, sessions: list[dt.date]) -> set[dt.date]:
-    """Sessions whose cleaned_prices partition Dagster has never materialized, or saw fail."""
+    """Sessions whose raw or cleaned partition Dagster has never materialized, or saw fail last."""
     keys = [day.isoformat() for day in sessions]
-    status = instance.get_status_by_partition(CLEANED, keys, trading_day_partitions) or {}
     bad = {None, dg.AssetPartitionStatus.FAILED}
-    return {day for day in sessions if status.get(day.isoformat()) in bad}
+    gaps: set[dt.date] = set()
+    for asset_key in DAILY_ASSETS:
+        status = instance.get_status_by_partition(asset_key, keys, trading_day_partitions) or {}
+        gaps |= {day for day in sessions if status.get(day.isoformat()) in bad}
+    return gaps
 
 
 def sessions_missing_rows(instance: dg.DagsterInstance, database: PostgresResource,
