@@ -132,7 +132,8 @@ def _archive(tickers: int, days: int) -> tuple[PriceArchive, list[str], bool]:
         symbols = list(bundled.symbols[:tickers])
         return bundled, symbols, False
     symbols = list(load_constituents()["symbol"][:tickers])
-    sessions = trading_days(SYNTHETIC_START.date(), (SYNTHETIC_START + pd.Timedelta(days=2 * days)).date())[:days]
+    # ~7/5 calendar days per session, plus holidays: enough sessions, within the NYSE calendar's reach.
+    sessions = trading_days(SYNTHETIC_START.date(), (SYNTHETIC_START + pd.Timedelta(days=days * 3 // 2 + 30)).date())[:days]
     rng = np.random.default_rng(7)
     shape = (len(sessions), len(symbols))
     close = (20 + rng.random(len(symbols)) * 300) * np.exp(np.cumsum(rng.normal(0.0003, 0.02, shape), axis=0))
