@@ -15,13 +15,11 @@ from sqlalchemy import text
 
 from stock_assets.database.resource import PostgresResource
 from stock_assets.environment import hold_storage_connections
-from stock_assets.partitions import month_bounds
+from stock_assets.partitions import month_bounds, range_tags
 
 DEFAULT_START = dt.date(2020, 1, 1)
 DEFAULT_END = dt.date(2020, 6, 30)
 
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 @dataclass(frozen=True)
@@ -56,9 +54,9 @@ def run_demo(start: dt.date = DEFAULT_START, end: dt.date = DEFAULT_END, echo=pr
     steps = [
         ("ticker_universe", "universe_job", {}),
         (f"raw_quotes + cleaned_prices for {len(days)} days {days[0]}..{days[-1]}", "daily_prices_job",
-         {RANGE_START_TAG: days[0], RANGE_END_TAG: days[-1]}),
+         range_tags(days[0], days[-1])),
         (f"monthly_prices + sector aggregations for {len(months)} months", "monthly_warehouse_job",
-         {RANGE_START_TAG: months[0], RANGE_END_TAG: months[-1]}),
+         range_tags(months[0], months[-1])),
     ]
     for number, (label, job_name, tags) in enumerate(steps, start=1):
         echo(f"[{number}/{len(steps)}] {label} ...", flush=True)

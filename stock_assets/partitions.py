@@ -16,6 +16,9 @@ import exchange_calendars
 import pandas as pd
 
 MARKET_TIMEZONE = "America/New_York"
+# The tags that make one run cover a range of partitions (what a single-run backfill launches).
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
 FIRST_DAY = "2016-01-01"
 
 trading_day_partitions = dg.DailyPartitionsDefinition(
@@ -54,6 +57,11 @@ def is_trading_day(day: dt.date) -> bool:
 def window_dates(window: dg.TimeWindow) -> tuple[dt.date, dt.date]:
     """The [start, end) calendar dates of a partition time window, in New York time."""
     return window.start.date(), window.end.date()
+
+
+def range_tags(first: object, last: object) -> dict[str, str]:
+    """Tags for one run over the partitions `first`..`last` (keys or dates, inclusive)."""
+    return {RANGE_START_TAG: str(first), RANGE_END_TAG: str(last)}
 
 
 def month_bounds(partition_key: str) -> tuple[dt.date, dt.date]:

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from stock_assets.defs.prices.gaps import RANGE_END_TAG, RANGE_START_TAG
+from stock_assets.partitions import RANGE_END_TAG, RANGE_START_TAG
 
 
 def describe_failure(run: dg.DagsterRun, step_failures: list[dg.DagsterEvent]) -> str:

@@ -29,14 +29,12 @@ from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.universe.constituents import load_constituents
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.landing.io_manager import LandingIOManager
-from stock_assets.partitions import trading_days
+from stock_assets.partitions import range_tags, trading_days
 
 BENCH_DATABASE = "stock_assets_bench_backfill"
 BENCH_DAGSTER_DATABASE = "stock_assets_bench_dagster"
 DAGSTER_DATABASE_SETTINGS = {"synchronous_commit": "off"}
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 SYNTHETIC_START = pd.Timestamp("2016-01-04")
 
 
@@ -96,13 +94,12 @@ def _run_backfill(url, dagster_url, workdir, emulator, upstream_url, archive, sy
 
         materialize(["ticker_universe"])
         phase = time.perf_counter()
-        materialize(["raw_quotes", "cleaned_prices"], {RANGE_START_TAG: f"{first.replace(day=1)}",
-                                                        RANGE_END_TAG: f"{months[-1].end_time.date()}"})
+        materialize(["raw_quotes", "cleaned_prices"], range_tags(first.replace(day=1), months[-1].end_time.date()))
         phases["daily_run_s"] = time.perf_counter() - phase
         phase = time.perf_counter()
         for batch in batches:
             materialize(["monthly_prices", "sector_daily_performance", "sector_monthly_summary"],
-                        {RANGE_START_TAG: str(batch[0].start_time.date()), RANGE_END_TAG: str(batch[-1].start_time.date())})
+                        range_tags(batch[0].start_time.date(), batch[-1].start_time.date()))
         phases["monthly_runs_s"] = time.perf_counter() - phase
     wall = time.perf_counter() - began
     with psycopg.connect(libpq_url(url)) as conn:

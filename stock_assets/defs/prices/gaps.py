@@ -16,10 +16,15 @@ import dagster as dg
 from sqlalchemy import text
 
 from stock_assets.database.resource import PostgresResource
-from stock_assets.partitions import FIRST_DAY, is_trading_day, trading_day_partitions, trading_days
+from stock_assets.partitions import (
+    FIRST_DAY,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    is_trading_day,
+    trading_day_partitions,
+    trading_days,
+)
 
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,

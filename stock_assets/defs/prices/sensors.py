@@ -9,8 +9,6 @@ from pydantic import Field
 
 from stock_assets.database.resource import PostgresResource
 from stock_assets.defs.prices.gaps import (
-    RANGE_END_TAG,
-    RANGE_START_TAG,
     contiguous_ranges,
     in_flight_days,
     sessions_in_window,
@@ -19,7 +17,7 @@ from stock_assets.defs.prices.gaps import (
 )
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.jobs import daily_prices_job
-from stock_assets.partitions import FIRST_DAY, MARKET_TIMEZONE
+from stock_assets.partitions import FIRST_DAY, MARKET_TIMEZONE, RANGE_END_TAG, RANGE_START_TAG, range_tags
 
 
 class GapPolicy(dg.ConfigurableResource):
@@ -64,8 +62,7 @@ def gap_sensor(
         requested[label] = now.isoformat()
         run_requests.append(dg.RunRequest(
             run_key=f"gap:{label}:{now:%Y%m%dT%H%M%S}",
-            tags={RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat(),
-                  "stock_assets/trigger": "gap_sensor"},
+            tags={**range_tags(first, last), "stock_assets/trigger": "gap_sensor"},
         ))
     cursor = json.dumps({"requested": requested}, sort_keys=True)
     if not run_requests:

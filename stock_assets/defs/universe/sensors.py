@@ -7,11 +7,10 @@ import dagster as dg
 from sqlalchemy import text
 
 from stock_assets.database.resource import PostgresResource
-from stock_assets.defs.prices.gaps import RANGE_END_TAG, RANGE_START_TAG
 from stock_assets.defs.prices.sensors import market_today
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.jobs import daily_prices_job
-from stock_assets.partitions import FIRST_DAY
+from stock_assets.partitions import FIRST_DAY, range_tags
 
 
 def history_backfill(symbols: list[str], first: dt.date, last: dt.date, trigger: str) -> dg.RunRequest:
@@ -19,8 +18,7 @@ def history_backfill(symbols: list[str], first: dt.date, last: dt.date, trigger:
     return dg.RunRequest(
         run_key=f"{trigger}:{','.join(symbols)}:{first}:{last}",
         run_config={"ops": {"raw_quotes": {"config": {"only_tickers": symbols}}}},
-        tags={RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat(),
-              "stock_assets/trigger": trigger, "stock_assets/tickers": ",".join(symbols)},
+        tags={**range_tags(first, last), "stock_assets/trigger": trigger, "stock_assets/tickers": ",".join(symbols)},
     )
 
 
