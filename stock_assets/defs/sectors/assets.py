@@ -41,19 +41,28 @@ def _run_range(context: dg.AssetExecutionContext) -> dict[str, object]:
     return {"start": month_bounds(context.partition_keys[0])[0], "end": month_bounds(context.partition_keys[-1])[1]}
 
 
-@dg.asset(
-    partitions_def=monthly_partitions,
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=12),
-    deps=["monthly_prices", "ticker_universe"],
-    automation_condition=follow_upstream(),
-    retry_policy=DATABASE_RETRY,
-    freshness_policy=SECTOR_FRESHNESS,
-    group_name="sectors",
-    kinds={"postgres", "sql"},
-    owners=["team:market-data"],
-    code_version="1",
-    metadata=asset_metadata("sector_daily_performance"),
-)
+def _sector_asset(*deps: str):
+    """What both sector tables are: monthly, computed in SQL, following their upstream."""
+
+    def decorate(compute):
+        return dg.asset(
+            partitions_def=monthly_partitions,
+            backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=12),
+            deps=list(deps),
+            automation_condition=follow_upstream(),
+            retry_policy=DATABASE_RETRY,
+            freshness_policy=SECTOR_FRESHNESS,
+            group_name="sectors",
+            kinds={"postgres", "sql"},
+            owners=["team:market-data"],
+            code_version="1",
+            metadata=asset_metadata(compute.__name__),
+        )(compute)
+
+    return decorate
+
+
+@_sector_asset("monthly_prices", "ticker_universe")
 def sector_daily_performance(context: dg.AssetExecutionContext, database: PostgresResource) -> dg.MaterializeResult:
     """Per GICS sector and trading day: equal-weight and volume-weighted total returns, advancers,
     decliners and dollar volume, computed in SQL (`sql/queries/sector_daily_performance.sql`) over
@@ -69,33 +78,18 @@ def sector_daily_performance(context: dg.AssetExecutionContext, database: Postgr
                 _run_range(context),
             ).all()
         }
-    add_partition_metadata(context, {
-        key: {
-            "dagster/row_count": count,
-            "trading_days": per_month.get(key, (0, 0, None))[0],
-            "sectors": per_month.get(key, (0, 0, None))[1],
-            "mean_sector_day_return": _float(per_month.get(key, (0, 0, None))[2]),
-        }
-        for key, count in rows.items()
-    })
+    partition_metadata = {}
+    for key, count in rows.items():
+        sessions, sectors, mean_return = per_month.get(key, (0, 0, None))
+        partition_metadata[key] = {"dagster/row_count": count, "trading_days": sessions, "sectors": sectors,
+                                   "mean_sector_day_return": _float(mean_return)}
+    add_partition_metadata(context, partition_metadata)
     return dg.MaterializeResult(
         metadata={"partitions_in_run": len(rows), "rows_in_run": sum(rows.values())}
     )
 
 
-@dg.asset(
-    partitions_def=monthly_partitions,
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=12),
-    deps=["sector_daily_performance"],
-    automation_condition=follow_upstream(),
-    retry_policy=DATABASE_RETRY,
-    freshness_policy=SECTOR_FRESHNESS,
-    group_name="sectors",
-    kinds={"postgres", "sql"},
-    owners=["team:market-data"],
-    code_version="1",
-    metadata=asset_metadata("sector_monthly_summary"),
-)
+@_sector_asset("sector_daily_performance")
 def sector_monthly_summary(context: dg.AssetExecutionContext, database: PostgresResource) -> dg.MaterializeResult:
     """Per GICS sector and month: compounded equal-weight and volume-weighted returns, share of
     advancing stocks, dollar volume, and the best and worst days, from `market.sector_daily_performance`
