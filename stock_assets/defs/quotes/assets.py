@@ -98,7 +98,6 @@ def raw_quotes(
             "rate_limit_per_s": quotes.effective_rate,
             "dividend_events": int((frame["dividends"] > 0).sum()),
             "split_events": int((frame["stock_splits"] > 0).sum()),
-            "corporate_actions": dg.MetadataValue.json(corporate_actions(frame)),
             "only_tickers": dg.MetadataValue.json(list(config.only_tickers)),
         },
     )
@@ -115,11 +114,16 @@ def corporate_actions(frame: pd.DataFrame) -> list[dict[str, object]]:
 
 
 def _per_day(context: dg.AssetExecutionContext, frame: pd.DataFrame, sessions: list) -> None:
-    """Each day's own row count on its own partition (see stock_assets/metadata.py)."""
+    """Each day's own numbers on its own partition (see stock_assets/metadata.py), its splits and
+    dividends among them: on the day they go ex, not repeated on every day of the run."""
     keys = context.partition_keys
     rows, symbols = rows_by_day(frame, keys), distinct_by_day(frame, keys, "symbol")
     session_keys = {day.isoformat() for day in sessions}
+    actions_by_day: dict[str, list[dict[str, object]]] = {}
+    for action in corporate_actions(frame):
+        actions_by_day.setdefault(str(action["date"])[:10], []).append(action)
     add_partition_metadata(context, {
-        key: {"dagster/row_count": rows[key], "symbols": symbols[key], "nyse_session": key in session_keys}
+        key: {"dagster/row_count": rows[key], "symbols": symbols[key], "nyse_session": key in session_keys,
+              "corporate_actions": dg.MetadataValue.json(actions_by_day.get(key, []))}
         for key in keys
     })
