@@ -18,7 +18,10 @@ import io
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
@@ -91,16 +94,16 @@ class LandingIOManager(dg.ConfigurableIOManager):
         if not context.has_asset_partitions:
             raise dg.DagsterInvariantViolationError("LandingIOManager stores daily-partitioned assets only")
         keys = context.asset_partition_keys
-        by_day = {str(day): rows for day, rows in obj.groupby(obj[DATE_COLUMN].astype(str), sort=False)}
-        unexpected = sorted(set(by_day) - set(keys))
-        if unexpected:
-            raise ValueError(f"Rows dated outside the partitions being written: {unexpected[:5]}")
-        empty = obj.iloc[0:0]
         store = self.store()
         replaced = obj.attrs.get(REPLACES_SYMBOLS)
         if replaced:
-            by_day = _merge(store, context.asset_key.path, keys, by_day, set(replaced), empty)
-        store.write_many(context.asset_key.path, {key: to_parquet_bytes(by_day.get(key, empty)) for key in keys})
+            by_day = {str(day): rows for day, rows in obj.groupby(obj[DATE_COLUMN].astype(str), sort=False)}
+            _refuse_outside(by_day, keys)
+            by_day = _merge(store, context.asset_key.path, keys, by_day, set(replaced), obj.iloc[0:0])
+            payloads = {key: to_parquet_bytes(by_day.get(key, obj.iloc[0:0])) for key in keys}
+        else:
+            payloads = parquet_by_day(obj, keys)
+        store.write_many(context.asset_key.path, payloads)
         context.add_output_metadata({"landing_files": len(keys), "landing_root": store.location})
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
@@ -113,8 +116,7 @@ class LandingIOManager(dg.ConfigurableIOManager):
                 f"{context.asset_key.to_user_string()} has no materialization for {len(missing)} of "
                 f"{len(keys)} partitions needed here: {shown}. Materialize them first."
             )
-        frames = [pd.read_parquet(io.BytesIO(payloads[key])) for key in keys]
-        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        frame = from_parquet_payloads([payloads[key] for key in keys])
         if DATE_COLUMN in frame:
             frame[DATE_COLUMN] = pd.to_datetime(frame[DATE_COLUMN]).dt.date
         return frame
@@ -136,8 +138,44 @@ def _merge(store: LandingStore, asset_path, keys: list[str], by_day: dict[str, p
     return merged
 
 
+def _refuse_outside(by_day: dict[str, object], keys: list[str]) -> None:
+    unexpected = sorted(set(by_day) - set(keys))
+    if unexpected:
+        raise ValueError(f"Rows dated outside the partitions being written: {unexpected[:5]}")
+
+
+def parquet_by_day(frame: pd.DataFrame, keys: list[str]) -> dict[str, bytes]:
+    """One Parquet file per partition key: `frame`'s rows of that day (none for a day without rows).
+
+    The frame becomes one Arrow table once and each day is a `take` of it: converting per day
+    through pandas cost ~2.5 ms a file, which a backfill of 1,800 days pays twice per asset.
+    """
+    table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+    days = frame[DATE_COLUMN].astype(str).to_numpy() if len(frame) else np.array([], dtype=object)
+    codes, uniques = pd.factorize(days)
+    _refuse_outside(dict.fromkeys(uniques), keys)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+    rows_of = {day: order[bounds[i]:bounds[i + 1]] for i, day in enumerate(uniques)}
+    empty = table.slice(0, 0)
+    return {key: _table_bytes(table.take(rows_of[key]) if key in rows_of else empty) for key in keys}
+
+
+def from_parquet_payloads(payloads: list[bytes]) -> pd.DataFrame:
+    """The rows of many partition files as one frame (converted to pandas once, not per file)."""
+    if not payloads:
+        return pd.DataFrame()
+    tables = [pq.ParquetFile(pa.BufferReader(payload)).read() for payload in payloads]
+    # Empty days may carry null-typed columns; "default" promotion unifies them with the typed ones.
+    return pa.concat_tables(tables, promote_options="default").to_pandas()
+
+
+def _table_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
 def to_parquet_bytes(frame: pd.DataFrame) -> bytes:
     """One partition's file: the frame without its index, as Parquet (the same bytes on every store)."""
-    buffer = io.BytesIO()
-    frame.reset_index(drop=True).to_parquet(buffer, index=False)
-    return buffer.getvalue()
+    return _table_bytes(pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False))
