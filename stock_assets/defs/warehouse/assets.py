@@ -46,8 +46,9 @@ def monthly_prices(
             month = frame[(dates >= pd.Timestamp(start)) & (dates < pd.Timestamp(end))]
             month_symbols.append(int(month["symbol"].nunique()) if len(month) else 0)
             month_days.append(int(month["trade_date"].nunique()) if len(month) else 0)
-            # One chunk per trading day: the loader streams them into COPY.
-            loads.append(load_month(conn, start, (day for _, day in month.groupby("trade_date", sort=True))))
+            # The month is already in memory (one input frame): it goes to COPY as one chunk, since
+            # a COPY payload per trading day cost more in encoding calls than in rows.
+            loads.append(load_month(conn, start, month))
             context.log.info("Loaded %s rows into market.%s (%s replaced)", loads[-1].rows_loaded,
                              loads[-1].partition, loads[-1].rows_replaced)
     with database.begin() as conn:
