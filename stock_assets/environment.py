@@ -21,6 +21,8 @@ from stock_assets import settings
 from stock_assets.database.embedded import DAGSTER_DATABASE, EmbeddedServer
 from stock_assets.database.urls import with_database, with_driver
 
+INSTANCE_STORAGES = ("run_storage", "event_log_storage", "schedule_storage")
+
 if TYPE_CHECKING:
     import dagster as dg
 
@@ -42,6 +44,8 @@ def prepare_environment(apply_pools: bool = True) -> dict[str, str]:
         "DAGSTER_HOME": os.environ.get("DAGSTER_HOME") or str(_local_dagster_home(state)),
         "DAGSTER_ARTIFACTS_DIR": os.environ.get("DAGSTER_ARTIFACTS_DIR") or str(state / "dagster" / "artifacts"),
         "DAGSTER_COMPUTE_LOGS_DIR": os.environ.get("DAGSTER_COMPUTE_LOGS_DIR") or str(state / "dagster" / "logs"),
+        # A range run's per-partition events reach the storage as batches, not one by one.
+        settings.EVENT_BATCH_SIZE_ENV: os.environ.get(settings.EVENT_BATCH_SIZE_ENV) or str(settings.EVENT_BATCH_SIZE),
     }
     os.environ.update(values)
     if apply_pools:
@@ -75,6 +79,15 @@ def apply_pool_limits(
             storage.set_concurrency_slots(name, limit)
             written[name] = limit
     return written
+
+
+def postgres_storage(postgres_url: str) -> dict[str, dict]:
+    """dagster.yaml's instance storage sections with `postgres_url` filled in, as instance
+    overrides (for in-process instances of benchmarks and tests: the same storage classes)."""
+    import yaml
+
+    config = yaml.safe_load((settings.PROJECT_DIR / "dagster.yaml").read_text())
+    return {name: {**config[name], "config": {"postgres_url": postgres_url}} for name in INSTANCE_STORAGES}
 
 
 def _local_dagster_home(state: Path) -> Path:

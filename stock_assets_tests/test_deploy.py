@@ -177,7 +177,9 @@ def test_production_instance_loads_against_emulated_aws(production_env, monkeypa
 def test_instance_files_hold_no_secret_and_take_urls_from_the_environment():
     for path in (DEPLOY_DIR / "dagster.prod.yaml", settings.PROJECT_DIR / "dagster.yaml"):
         config = yaml.safe_load(path.read_text())
-        assert config["storage"] == {"postgres": {"postgres_url": {"env": "DAGSTER_PG_URL"}}}, path
+        for storage in ("run_storage", "event_log_storage", "schedule_storage"):
+            assert config[storage]["config"] == {"postgres_url": {"env": "DAGSTER_PG_URL"}}, (path, storage)
+        assert config["event_log_storage"]["class"] == "BatchingPostgresEventLogStorage", path
         strings = list(_strings(config))
         assert not [value for value in strings if "://" in value or "password" in value.lower()], path
         assert not [value for value in strings if value.lower().startswith(("aws_", "akia"))], path

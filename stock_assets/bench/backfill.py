@@ -15,7 +15,7 @@ import pandas as pd
 import psycopg
 
 from stock_assets.bench.scratch import scratch_database
-from stock_assets.environment import hold_storage_connections
+from stock_assets.environment import hold_storage_connections, postgres_storage
 from stock_assets.database.resource import PostgresResource
 from stock_assets.database.urls import libpq_url, with_driver
 from stock_assets.defs.prices.assets import cleaned_prices
@@ -81,8 +81,7 @@ def _run_backfill(url, dagster_url, workdir, emulator, upstream_url, archive, sy
     began = time.perf_counter()
     # Dagster's own storage in PostgreSQL, as dagster.yaml configures it: every partition costs
     # Dagster a few events, and their storage is part of what a backfill costs.
-    storage = {"postgres": {"postgres_url": with_driver(dagster_url, "psycopg2")}}
-    with dg.instance_for_test(temp_dir=str(workdir), overrides={"storage": storage}) as instance:
+    with dg.instance_for_test(temp_dir=str(workdir), overrides=postgres_storage(with_driver(dagster_url, "psycopg2"))) as instance:
         hold_storage_connections(instance)
         def materialize(selection, tags=None):
             nonlocal runs
