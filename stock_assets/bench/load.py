@@ -16,9 +16,10 @@ from sqlalchemy import create_engine, insert, table, column
 
 from stock_assets.bench.scratch import scratch_database
 from stock_assets.database.pgcopy import copy_payloads
+from stock_assets.database.resource import PostgresResource
 from stock_assets.database.schema import ensure_schema
 from stock_assets.database.urls import libpq_url, with_driver
-from stock_assets.defs.warehouse.loader import COPY_COLUMNS, load_month
+from stock_assets.defs.warehouse.loader import COPY_COLUMNS, load_month, load_months
 
 BENCH_DATABASE = "stock_assets_bench"
 CHUNK_ROWS = 50_000  # rows per COPY chunk: memory per load is bounded by this, not by the month
@@ -33,6 +34,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tickers", type=int, default=1000, help="distinct tickers (default 1000)")
     parser.add_argument("--baseline-rows", type=int, default=100_000,
                         help="rows for the slow baselines (to_sql, executemany); figures are rows/s")
+    parser.add_argument("--workers", type=int, default=PostgresResource.model_fields["load_workers"].default,
+                        help="parallel COPY streams of the project's loader (default: the resource's load_workers)")
     parser.add_argument("--json", action="store_true", help="one line of JSON")
 
 
@@ -40,22 +43,31 @@ def run(args: argparse.Namespace) -> dict:
     from stock_assets.environment import prepare_environment
 
     with scratch_database(prepare_environment()["STOCK_ASSETS_DATABASE_URL"], BENCH_DATABASE) as url:
-        return _measure(url, args.rows, args.tickers, min(args.baseline_rows, args.rows))
+        return _measure(url, args.rows, args.tickers, min(args.baseline_rows, args.rows), args.workers)
 
 
-def _measure(url: str, rows: int, tickers: int, baseline_rows: int) -> dict:
+def _measure(url: str, rows: int, tickers: int, baseline_rows: int, workers: int) -> dict:
     ensure_schema(create_engine(with_driver(url, "psycopg")))
     # The data is generated before any clock starts, so every method is timed on loading alone.
     months = [(month, _generate(month, days, tickers)) for month, days in _months(rows, tickers)]
     loaded = sum(len(frame) for _, frame in months)
     rss_before = _peak_rss_mb()
     figures: dict[str, float] = {}
-    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+    def connect():
+        return psycopg.connect(libpq_url(url), autocommit=True)
+
+    with connect() as conn:
+        # The project's loader as the monthly asset runs it (load_months, parallel streams), and
+        # each strategy on one stream, month after month.
         for strategy in ("swap", "upsert"):
+            began = time.perf_counter()
+            load_months(connect, [(month, _chunks(frame)) for month, frame in months], strategy=strategy,
+                        workers=workers)
+            figures[f"project_{strategy}"] = loaded / (time.perf_counter() - began)
             began = time.perf_counter()
             for month, frame in months:
                 load_month(conn, month, _chunks(frame), strategy=strategy)
-            figures[f"project_{strategy}"] = loaded / (time.perf_counter() - began)
+            figures[f"project_{strategy}_one_stream"] = loaded / (time.perf_counter() - began)
         rss_after_project = _peak_rss_mb()
 
         # The physical limit: one binary COPY stream into an unindexed plain table, as it usually
@@ -97,6 +109,8 @@ def _measure(url: str, rows: int, tickers: int, baseline_rows: int) -> dict:
             "project": round(project),
             "project_swap": round(figures["project_swap"]),
             "project_upsert": round(figures["project_upsert"]),
+            "project_swap_one_stream": round(figures["project_swap_one_stream"]),
+            "project_upsert_one_stream": round(figures["project_upsert_one_stream"]),
             "copy_limit": round(figures["copy_limit"]),
             "copy_limit_wal_skipped": round(figures["copy_limit_wal_skipped"]),
             "pandas_to_sql": round(figures["pandas_to_sql"]),
@@ -107,7 +121,10 @@ def _measure(url: str, rows: int, tickers: int, baseline_rows: int) -> dict:
         "pandas_to_sql": round(figures["pandas_to_sql"]),
         "executemany": round(figures["executemany"]),
         "project_strategy": "swap" if figures["project_swap"] >= figures["project_upsert"] else "upsert",
+        "project_workers": workers,
         "project_vs_copy": round(project / figures["copy_limit"], 3),
+        "project_one_stream_vs_copy": round(
+            max(figures["project_swap_one_stream"], figures["project_upsert_one_stream"]) / figures["copy_limit"], 3),
         "project_vs_copy_wal_skipped": round(project / figures["copy_limit_wal_skipped"], 3),
         "project_vs_pandas": round(project / figures["pandas_to_sql"], 1),
         "data_mb": round(sum(f.memory_usage(deep=True).sum() for _, f in months) / 2**20, 1),

@@ -44,6 +44,10 @@ class PostgresResource(dg.ConfigurableResource):
     pool_timeout_s: int = Field(default=30, description="Wait this long for a free pooled connection.")
     pool_pre_ping: bool = Field(default=True, description="Test each connection on checkout (survives restarts).")
     statement_timeout_ms: int = Field(default=600_000, description="Server-side statement timeout.")
+    load_workers: int = Field(
+        default=2, ge=1,
+        description="Parallel COPY streams (pooled connections) when a run loads several months.",
+    )
 
     @property
     def resolved_url(self) -> str:

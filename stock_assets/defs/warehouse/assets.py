@@ -6,7 +6,7 @@ from sqlalchemy import text
 
 from stock_assets.automation import DATABASE_RETRY, follow_upstream
 from stock_assets.database.resource import PostgresResource
-from stock_assets.defs.warehouse.loader import load_month
+from stock_assets.defs.warehouse.loader import load_months
 from stock_assets.metadata import add_partition_metadata, asset_metadata
 from stock_assets.partitions import month_bounds, monthly_partitions
 from stock_assets.settings import POSTGRES_POOL
@@ -33,24 +33,26 @@ def monthly_prices(
     """One month of clean prices in its own child table of `market.prices` (PARTITION BY RANGE on trade date).
 
     The month is built as a new table by binary COPY, indexed, and swapped in for the old child
-    table (e.g. `market.prices_2020_03`) in one transaction under a per-month advisory lock:
+    table (e.g. `market.prices_2020_03`) in one transaction under a per-month advisory lock
+    (a run of several months loads them over parallel connections, `load_workers`):
     re-running a month, or running it twice at once, leaves exactly one copy of each row with the
     newest values, and readers never see a half-loaded month.
     """
     frame = cleaned_prices
     dates = pd.to_datetime(frame["trade_date"]) if len(frame) else pd.Series(dtype="datetime64[ns]")
-    loads, month_symbols, month_days = [], [], []
-    with database.psycopg_connection() as conn:
-        for key in context.partition_keys:
-            start, end = month_bounds(key)
-            month = frame[(dates >= pd.Timestamp(start)) & (dates < pd.Timestamp(end))]
-            month_symbols.append(int(month["symbol"].nunique()) if len(month) else 0)
-            month_days.append(int(month["trade_date"].nunique()) if len(month) else 0)
-            # The month is already in memory (one input frame): it goes to COPY as one chunk, since
-            # a COPY payload per trading day cost more in encoding calls than in rows.
-            loads.append(load_month(conn, start, month))
-            context.log.info("Loaded %s rows into market.%s (%s replaced)", loads[-1].rows_loaded,
-                             loads[-1].partition, loads[-1].rows_replaced)
+    months, month_symbols, month_days = [], [], []
+    for key in context.partition_keys:
+        start, end = month_bounds(key)
+        month = frame[(dates >= pd.Timestamp(start)) & (dates < pd.Timestamp(end))]
+        month_symbols.append(int(month["symbol"].nunique()) if len(month) else 0)
+        month_days.append(int(month["trade_date"].nunique()) if len(month) else 0)
+        # The month is already in memory (one input frame): it goes to COPY as one chunk, since
+        # a COPY payload per trading day cost more in encoding calls than in rows.
+        months.append((start, month))
+    loads = load_months(database.psycopg_connection, months, workers=database.load_workers)
+    for load in loads:
+        context.log.info("Loaded %s rows into market.%s (%s replaced)", load.rows_loaded, load.partition,
+                         load.rows_replaced)
     with database.begin() as conn:
         sizes = dict(conn.execute(
             text("SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c "

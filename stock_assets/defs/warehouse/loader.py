@@ -16,13 +16,19 @@ month queue instead of interleaving; readers see the old month or the new one, n
   upsert_month_from_stage.sql), deleting rows that vanished upstream. Unchanged rows are not
   rewritten, so it suits small corrections to a month that is mostly right.
 
-`stock-assets bench load` measures both against the raw COPY limit.
+`load_months` loads several months over parallel connections (one COPY stream each): a month's
+own work is serial (COPY, then the index build, then the swap), so a second stream keeps the
+second core busy while the first builds an index. `stock-assets bench load` measures both
+strategies, one stream and parallel, against the raw COPY limit.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+import queue
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -72,6 +78,52 @@ def load_month(
     if strategy == "upsert":
         return _upsert(conn, month_start, counted)
     raise ValueError(f"unknown load strategy {strategy!r}")
+
+
+MonthRows = tuple[dt.date, "Iterable[pd.DataFrame] | pd.DataFrame"]
+
+
+def load_months(
+    connect: Callable[[], AbstractContextManager[psycopg.Connection]],
+    months: Sequence[MonthRows],
+    strategy: Strategy = "swap",
+    workers: int = 2,
+) -> list[MonthLoad]:
+    """Load each (month_start, rows) of `months` like `load_month`, over up to `workers` connections.
+
+    `connect()` opens one connection per worker (e.g. from the engine's pool); each worker takes
+    the next month from a shared queue, so a big month does not hold up the small ones. Every
+    month stays one transaction under its lock, exactly as `load_month` alone. Results come back
+    in the order of `months`; the first failure is raised once the other workers have stopped.
+    """
+    if not months:
+        return []
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for index in range(len(months)):
+        todo.put(index)
+    results: list[MonthLoad | None] = [None] * len(months)
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        with connect() as conn:
+            while not failed:
+                try:
+                    index = todo.get_nowait()
+                except queue.Empty:
+                    return
+                month_start, rows = months[index]
+                try:
+                    results[index] = load_month(conn, month_start, rows, strategy=strategy)
+                except BaseException as err:
+                    failed.append(err)
+                    raise
+
+    streams = max(1, min(workers, len(months)))
+    with ThreadPoolExecutor(streams, thread_name_prefix="load-month") as pool:
+        futures = [pool.submit(work) for _ in range(streams)]
+    for future in futures:
+        future.result()
+    return [load for load in results if load is not None]
 
 
 def ensure_partition(conn: psycopg.Connection, month_start: dt.date) -> str:
