@@ -12,7 +12,7 @@ import pytest
 from psycopg import sql
 
 from stock_assets.database.pgcopy import copy_payloads
-from stock_assets.defs.warehouse.loader import COPY_COLUMNS, load_month
+from stock_assets.defs.warehouse.loader import COPY_COLUMNS, load_month, load_months
 
 MARCH = dt.date(2020, 3, 1)
 
@@ -195,3 +195,34 @@ def test_embedded_server_runs_with_the_tuning_profile(conn):
     names = ["shared_buffers", "work_mem", "maintenance_work_mem", "max_wal_size", "jit", "random_page_cost"]
     shown = {name: conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()[0] for name in names}
     assert shown == {name: expected[name] for name in names}
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_parallel_month_loads_store_every_month_once(conn, database_url, workers):
+    months = [dt.date(2020, m, 1) for m in range(1, 8)]
+    frames = {month: make_month(month, ["AAPL", "MSFT", "JNJ"], seed=month.month) for month in months}
+    opened: list[int] = []
+
+    def connect():
+        opened.append(1)
+        return psycopg.connect(database_url, autocommit=True)
+
+    for _ in range(2):  # a second pass replaces every month with the same rows
+        loads = load_months(connect, [(month, frames[month]) for month in months], workers=workers)
+        assert [load.partition for load in loads] == [f"prices_{m:%Y_%m}" for m in months]
+        assert [load.rows_loaded for load in loads] == [len(frames[m]) for m in months]
+    assert len(opened) == 2 * workers
+    assert loads[0].rows_replaced == len(frames[months[0]])
+    for month in months:
+        stored = table_rows(conn, month)
+        expected = expected_rows(frames[month])
+        pd.testing.assert_frame_equal(stored, expected.astype(stored.dtypes.to_dict()))
+
+
+def test_a_failing_month_fails_the_parallel_load_and_names_itself(conn, database_url):
+    good, bad = dt.date(2020, 1, 1), dt.date(2020, 2, 1)
+    stray = make_month(good, ["AAPL"])  # January rows offered as February's
+    with pytest.raises(ValueError, match="outside the month 2020-02"):
+        load_months(lambda: psycopg.connect(database_url, autocommit=True),
+                    [(good, make_month(good, ["AAPL"])), (bad, stray)], workers=2)
+    assert conn.execute("SELECT to_regclass('market.prices_2020_02_load')").fetchone() == (None,)
