@@ -65,7 +65,9 @@ def clean_quotes(raw: pd.DataFrame) -> CleaningResult:
         if fresh.any():
             detail[fresh] = [explain(row) for row in frame[fresh].itertuples(index=False)]
 
-    symbols = frame["symbol"].map(_normalised_symbol)
+    # A few hundred distinct symbols over a million rows: validate each distinct value once.
+    distinct = frame["symbol"].drop_duplicates()
+    symbols = frame["symbol"].map(dict(zip(distinct, distinct.map(_normalised_symbol))))
     reject(symbols.isna(), "malformed_symbol", lambda r: f"symbol {str(r.symbol)[:40]!r} is not a Yahoo symbol")
     frame["symbol"] = symbols.fillna(frame["symbol"].astype(str).str.slice(0, 40))
 
