@@ -147,18 +147,19 @@ def _refuse_outside(by_day: dict[str, object], keys: list[str]) -> None:
 def parquet_by_day(frame: pd.DataFrame, keys: list[str]) -> dict[str, bytes]:
     """One Parquet file per partition key: `frame`'s rows of that day (none for a day without rows).
 
-    The frame becomes one Arrow table once and each day is a `take` of it: converting per day
+    The frame becomes one Arrow table once and each day is a slice of it: converting per day
     through pandas cost ~2.5 ms a file, which a backfill of 1,800 days pays twice per asset.
     """
-    table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
     days = frame[DATE_COLUMN].astype(str).to_numpy() if len(frame) else np.array([], dtype=object)
     codes, uniques = pd.factorize(days)
     _refuse_outside(dict.fromkeys(uniques), keys)
     order = np.argsort(codes, kind="stable")
+    # Sorted by day once (contiguous chunks: pandas' concat leaves a column in hundreds of Arrow
+    # chunks, and a `take` per day over those cost 6 ms), then each day is a zero-copy slice.
+    table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False).take(order).combine_chunks()
     bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
-    rows_of = {day: order[bounds[i]:bounds[i + 1]] for i, day in enumerate(uniques)}
-    empty = table.slice(0, 0)
-    return {key: _table_bytes(table.take(rows_of[key]) if key in rows_of else empty) for key in keys}
+    slices = {day: table.slice(bounds[i], bounds[i + 1] - bounds[i]) for i, day in enumerate(uniques)}
+    return {key: _table_bytes(slices.get(key, table.slice(0, 0))) for key in keys}
 
 
 def from_parquet_payloads(payloads: list[bytes]) -> pd.DataFrame:
