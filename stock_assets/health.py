@@ -15,9 +15,11 @@ and details:
   next free slot, breakers open or half-open with their last cause. `not_configured` when those
   tables are not in this database.
 - `daily_partitions`: the last good daily partition of `cleaned_prices` (from the Dagster
-  instance's materialization records; the latest blocking checks must have passed) and how many
-  NYSE sessions it is behind the session that should be in by now (the day's data is due by 20:00
-  New York, the daily freshness deadline), plus `market.prices`' newest trade date. With the
+  instance's materialization records: the newest NYSE session materialized whose blocking checks
+  have not failed; the checks are per partition) and how many NYSE sessions it is behind the
+  session that should be in by now (the day's data is due by 20:00 New York, the daily freshness
+  deadline), plus `market.prices`' newest trade date. A day whose current blocking check result is
+  a failure fails this check, naming the day. With the
   replay source the newest session that can exist is the archive's last day, and being behind is
   a warning, not a failure (a replay never advances on its own).
 - `daemon`: Dagster's daemon heartbeats (schedules, sensors, backfills and the run queue need it).
@@ -65,6 +67,8 @@ CONNECT_TIMEOUT_S = 5
 DAEMON_STALE_S = 120
 REQUIRED_DAEMONS = ("SCHEDULER", "SENSOR", "BACKFILL", "QUEUED_RUN_COORDINATOR")
 CONNECTIONS_WARN_SHARE = 0.8
+# Failing partitions listed per blocking check in the details (the newest ones).
+FAILING_SAMPLE = 20
 
 
 @dataclass
@@ -313,11 +317,34 @@ def sessions_behind(last_good: dt.date, expected: dt.date) -> int:
     return len(trading_days(last_good + dt.timedelta(days=1), expected + dt.timedelta(days=1)))
 
 
+def failing_blocking_partitions(
+    instance: dg.DagsterInstance, check_keys: list[dg.AssetCheckKey]
+) -> dict[str, list[str]]:
+    """Per blocking check, the partitions (oldest first) whose current result is a failure.
+
+    The checks of `cleaned_prices` are partitioned: each day has its own latest result, and it is
+    current while no newer materialization of that day replaced what it checked (a re-run that
+    fixes the day clears it). Results without a partition (older, run-level checks) are ignored.
+    """
+    failing: dict[str, list[str]] = {}
+    for info in instance.event_log_storage.get_asset_check_partition_info(check_keys):
+        if info.partition_key and info.is_current and info.latest_execution_status.value == "FAILED":
+            failing.setdefault(info.check_key.name, []).append(info.partition_key)
+    return {name: sorted(days) for name, days in failing.items()}
+
+
+def _days(days: list[str], limit: int = 5) -> str:
+    """`2020-03-02, 2020-03-03 and 4 more`, newest days named."""
+    shown = days[-limit:]
+    return ", ".join(shown) + (f" and {len(days) - limit} more" if len(days) > limit else "")
+
+
 def check_daily_partitions(
     instance: dg.DagsterInstance | None, engine: Engine | None, now: dt.datetime, source: str,
     max_stale_sessions: int = 1, instance_error: str | None = None,
 ) -> CheckResult:
     import dagster as dg
+    from dagster._core.event_api import PartitionKeyFilter
 
     from stock_assets.defs.prices.assets import CHECKS
 
@@ -344,20 +371,32 @@ def check_daily_partitions(
         materialized = instance.get_materialized_partitions(key)
         sessions = sorted(day for day in (dt.date.fromisoformat(k) for k in materialized) if is_trading_day(day))
         blocking = [dg.AssetCheckKey(key, spec.name) for spec in CHECKS if spec.blocking]
-        latest_checks = instance.event_log_storage.get_latest_asset_check_execution_by_key(blocking)
-        failed = sorted(k.name for k, record in latest_checks.items() if record.status.value == "FAILED")
-        details["blocking_checks"] = {k.name: latest_checks[k].status.value if k in latest_checks else None
-                                      for k in blocking}
+        failing = failing_blocking_partitions(instance, blocking)
+        if failing:
+            details["failing_blocking_partitions"] = {
+                name: days[-FAILING_SAMPLE:] for name, days in sorted(failing.items())}
+        failed_days = {day for days in failing.values() for day in days}
         if not sessions:
             return done(WARN, f"no NYSE session of {DAILY_ASSET} has been materialized yet", details)
-        last_good = sessions[-1]
+        newest = sessions[-1].isoformat()
+        latest_checks = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            blocking, partition_filter=PartitionKeyFilter(key=newest))
+        details["blocking_checks"] = {k.name: latest_checks[k].status.value if k in latest_checks else None
+                                      for k in blocking}
+        details["blocking_checks_partition"] = newest
+        good = [day for day in sessions if day.isoformat() not in failed_days]
+        if not good:
+            return done(FAIL, f"blocking check(s) failed on every materialized NYSE session of {DAILY_ASSET} "
+                              f"({_days(sorted(failed_days))})", details)
+        last_good = good[-1]
         behind = sessions_behind(last_good, expected)
         details.update(last_good_partition=last_good.isoformat(), sessions_behind=behind,
                        materialized_sessions=len(sessions))
         summary = f"last good {DAILY_ASSET} partition {last_good}, {behind} NYSE sessions behind {expected}"
-        if failed:
-            return done(FAIL, f"blocking check(s) {', '.join(failed)} failed on the latest run: bad data stopped "
-                              f"before the warehouse; {summary}", details)
+        if failing:
+            checks = ", ".join(f"{name} on {_days(days)}" for name, days in sorted(failing.items()))
+            return done(FAIL, f"blocking check(s) failed: {checks}; bad data stopped before the warehouse; "
+                              f"{summary}", details)
         if behind > max_stale_sessions:
             return done(WARN if source == "replay" else FAIL, summary + f" (more than {max_stale_sessions} behind)",
                         details)

@@ -34,7 +34,13 @@ def asset_graph_snapshot(defs: dg.Definitions) -> dict:
             "kinds": sorted(node.kinds),
             "owners": sorted(node.owners),
             "code_version": node.code_version,
-            "checks": sorted(check.name for check in node.check_keys),
+            "checks": {
+                check.name: {
+                    "blocking": graph.get(check).blocking,
+                    "partitions": str(graph.get(check).partitions_def) if graph.get(check).partitions_def else None,
+                }
+                for check in sorted(node.check_keys, key=lambda k: k.name)
+            },
             "io_manager_key": node.io_manager_key,
             "automation_condition": node.automation_condition.get_label() if node.automation_condition else None,
             "freshness_policy": type(node.freshness_policy).__name__ if node.freshness_policy else None,

@@ -1,7 +1,9 @@
 """Cleaned prices: validated, de-duplicated, OHLC-consistent daily bars, with checks on the result."""
 
-
-from typing import Iterator
+import warnings
+from collections.abc import Iterator, Mapping, Sequence, Set
+from dataclasses import dataclass, field
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -17,16 +19,30 @@ from stock_assets.metadata import (
 from stock_assets.partitions import trading_day_partitions, trading_days, window_dates
 
 REJECTED_SHARE_LIMIT = 0.01
+# Rows (or symbols) a failing check lists in its metadata; the counts are always complete.
+SAMPLE_SIZE = 20
+# Every check result is a Dagster event, and each costs milliseconds (3-5 ms with PostgreSQL
+# storage, measured): a run records *passing* results only for its newest 31 days (every day of a
+# daily, gap-filling or one-month run); failing results are recorded for every day. A backfill of
+# the whole history (1,766 days) then adds ~125 events instead of ~7,000.
+RECORDED_PASSING_DAYS = 31
 
+
+def _check_spec(name: str, description: str, blocking: bool = False) -> dg.AssetCheckSpec:
+    # Partitioned checks are a preview in Dagster 1.13: silence exactly that warning, nothing else.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec",
+                                category=dg.PreviewWarning)
+        return dg.AssetCheckSpec(name, asset="cleaned_prices", blocking=blocking, description=description,
+                                 partitions_def=trading_day_partitions)
+
+
+# Evaluated per daily partition, so the UI shows each day's result (see `_partition_checks`).
 CHECKS = [
-    dg.AssetCheckSpec("ohlc_consistent", asset="cleaned_prices", blocking=True,
-                      description="Every row has positive prices with low <= open, close <= high."),
-    dg.AssetCheckSpec("unique_symbol_date", asset="cleaned_prices", blocking=True,
-                      description="At most one row per (symbol, trade date)."),
-    dg.AssetCheckSpec("rejected_share", asset="cleaned_prices",
-                      description=f"Rejected rows stay under {REJECTED_SHARE_LIMIT:.0%} of the raw rows."),
-    dg.AssetCheckSpec("tickers_complete", asset="cleaned_prices",
-                      description="Every tracked ticker has a clean bar for every NYSE session."),
+    _check_spec("ohlc_consistent", "Every row has positive prices with low <= open, close <= high.", blocking=True),
+    _check_spec("unique_symbol_date", "At most one row per (symbol, trade date).", blocking=True),
+    _check_spec("rejected_share", f"Rejected rows stay under {REJECTED_SHARE_LIMIT:.0%} of the raw rows."),
+    _check_spec("tickers_complete", "Every tracked ticker has a clean bar for every NYSE session."),
 ]
 
 
@@ -47,13 +63,16 @@ def cleaned_prices(
     raw_quotes: pd.DataFrame,
     database: PostgresResource,
     tickers: TickerSelection,
-) -> Iterator[dg.Output | dg.AssetCheckResult]:
+) -> Iterator[dg.Output | dg.AssetCheckEvaluation]:
     """Daily bars that passed validation: finite, positive, OHLC-consistent, one row per symbol and day.
 
     Prices are rounded to 6 decimals (removing Yahoo's float32 noise), dividends and split ratios
     ride along for split/dividend-aware consumers. Rejected rows (NaN/inf, non-positive prices,
     zero-volume bad bars, OHLC violations, duplicates) are written with their reason to
     `market.price_rejections`, replaced for the partition range on every run.
+
+    The checks are evaluated for each day of the run, each day with its own result (a weekend or
+    holiday passes: nothing to check); a day that fails a blocking check fails the run, naming it.
     """
     start, end = window_dates(context.partition_time_window)
     result = clean_quotes(raw_quotes)
@@ -82,6 +101,7 @@ def cleaned_prices(
         }
         for key in keys
     })
+    evaluation = evaluate_checks(clean, raw_by_day, rejected_by_day, tickers.symbols(), keys, session_keys)
     yield dg.Output(
         clean,
         metadata={
@@ -92,9 +112,205 @@ def cleaned_prices(
             "rejected_share_in_run": rejected_share,
             "rejected_by_reason_in_run": dg.MetadataValue.json(result.rejected_by_reason),
             "symbols_in_run": int(clean["symbol"].nunique()),
+            "checks_in_run": dg.MetadataValue.json(evaluation.summary()),
         },
     )
-    yield from _checks(clean, rejected_share, tickers.symbols(), sessions)
+    # After the Output, so that each result points at the materialization of its day it checked.
+    yield from _partition_checks(context, evaluation)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One check on one daily partition."""
+
+    check: str
+    partition: str
+    passed: bool
+    metadata: Mapping[str, Any]
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Every check on every checked partition of a run."""
+
+    partitions: Sequence[str]
+    outcomes: Sequence[Outcome] = field(default_factory=list)
+
+    def recorded(self) -> list[Outcome]:
+        """What the run records as check evaluations: every failure, passes on the newest days."""
+        newest = set(sorted(self.partitions)[-RECORDED_PASSING_DAYS:])
+        return [outcome for outcome in self.outcomes if not outcome.passed or outcome.partition in newest]
+
+    def failed(self, check: str) -> list[Outcome]:
+        return [outcome for outcome in self.outcomes if outcome.check == check and not outcome.passed]
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Per check: partitions checked, how many failed (the first ones named), how many recorded."""
+        recorded = self.recorded()
+        return {
+            spec.name: {
+                "partitions_checked": len(self.partitions),
+                "failed": len(self.failed(spec.name)),
+                "failed_partitions": [o.partition for o in self.failed(spec.name)][:SAMPLE_SIZE],
+                "results_recorded": sum(o.check == spec.name for o in recorded),
+            }
+            for spec in CHECKS
+        }
+
+
+def evaluate_checks(
+    clean: pd.DataFrame, raw_by_day: Mapping[str, int], rejected_by_day: Mapping[str, int],
+    symbols: Sequence[str], partitions: Sequence[str], sessions: Set[str],
+) -> Evaluation:
+    """Every check on every partition in `partitions` (ISO days), computed over the run at once.
+
+    `sessions` are the NYSE sessions among them: a day that is not one expects no bars, so it
+    passes unless rows turn up anyway (and are checked like any others)."""
+    days = _day_keys(clean)
+    bad_ohlc = (
+        (clean[["open", "high", "low", "close", "adj_close"]] <= 0).any(axis=1)
+        | (clean["low"] > clean[["open", "close"]].min(axis=1))
+        | (clean["high"] < clean[["open", "close"]].max(axis=1))
+    )
+    # Only the days with something wrong get a frame of their own (a backfill has ~1,800 days).
+    bad_by_day = dict(iter(clean[bad_ohlc].groupby(days[bad_ohlc])))
+    duplicated = clean.duplicated(["symbol", "trade_date"])
+    dupes_by_day = dict(iter(clean[duplicated].groupby(days[duplicated])))
+    tracked = sorted(set(symbols))
+    is_tracked = clean["symbol"].isin(tracked)
+    tracked_by_day = clean["symbol"][is_tracked].groupby(days[is_tracked]).nunique().to_dict()
+    none = clean.iloc[:0]
+
+    outcomes = []
+    for day in partitions:
+        closed = None if day in sessions else f"{day}: NYSE closed, no bars expected"
+        bad = bad_by_day.get(day, none)
+        violations = len(bad)
+        metadata: dict[str, Any] = {"violations": violations}
+        if violations:
+            metadata["violation_sample"] = dg.MetadataValue.json([
+                f"{r.symbol} o={r.open} h={r.high} l={r.low} c={r.close} adj={r.adj_close}"
+                for r in bad.head(SAMPLE_SIZE).itertuples(index=False)])
+        outcomes.append(Outcome(
+            "ohlc_consistent", day, not violations, metadata,
+            f"{day}: {violations} row(s) with a non-positive price or outside low <= open, close <= high "
+            f"({_names(bad['symbol'])})" if violations else closed))
+
+        dupes = dupes_by_day.get(day, none)
+        duplicates = len(dupes)
+        metadata = {"duplicates": duplicates}
+        if duplicates:
+            metadata["duplicate_symbols"] = dg.MetadataValue.json(sorted(set(dupes["symbol"]))[:SAMPLE_SIZE])
+        outcomes.append(Outcome(
+            "unique_symbol_date", day, not duplicates, metadata,
+            f"{day}: {duplicates} extra row(s) for the same symbol ({_names(dupes['symbol'])})"
+            if duplicates else closed))
+
+        raw, rejected = raw_by_day.get(day, 0), rejected_by_day.get(day, 0)
+        rejected_share = share(rejected, raw)
+        passed = rejected_share <= REJECTED_SHARE_LIMIT
+        outcomes.append(Outcome(
+            "rejected_share", day, passed,
+            {"rejected_share": rejected_share, "rejected_rows": rejected, "raw_rows": raw,
+             "limit": REJECTED_SHARE_LIMIT},
+            closed if passed else f"{day}: {rejected} of {raw} raw rows rejected "
+                                  f"({rejected_share:.1%}, limit {REJECTED_SHARE_LIMIT:.0%})"))
+
+        missing = []
+        if closed is None and tracked_by_day.get(day, 0) < len(tracked):
+            present = set(clean["symbol"][days == day])
+            missing = [symbol for symbol in tracked if symbol not in present]
+        metadata = {"missing_bars": len(missing)}
+        if missing:
+            metadata["missing_sample"] = dg.MetadataValue.json([f"{s} {day}" for s in missing[:SAMPLE_SIZE]])
+        outcomes.append(Outcome(
+            "tickers_complete", day, not missing, metadata,
+            closed if not missing else f"{day}: {len(missing)} of {len(tracked)} tracked tickers have no "
+                                       f"clean bar ({_names(missing)})"))
+    return Evaluation(partitions=list(partitions), outcomes=outcomes)
+
+
+def _day_keys(frame: pd.DataFrame) -> pd.Series:
+    """Each row's daily partition key (ISO date)."""
+    if not len(frame):
+        return pd.Series([], index=frame.index, dtype="object")
+    return pd.to_datetime(frame["trade_date"]).dt.strftime("%Y-%m-%d")
+
+
+def _names(symbols, limit: int = 5) -> str:
+    names = sorted(set(symbols))
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _partition_checks(
+    context: dg.AssetExecutionContext, evaluation: Evaluation
+) -> Iterator[dg.Output | dg.AssetCheckEvaluation]:
+    """The check outputs, one AssetCheckEvaluation per recorded check and day, then the verdict.
+
+    Dagster 1.13 fills in an AssetCheckResult's partition only in single-partition runs, so the
+    evaluations are built here, each with its partition and the materialization of that partition
+    it checked (which makes it the partition's current result in the UI). Dagster fails the step
+    on a failed blocking evaluation without naming the partition; the Failure raised here names
+    the days, so the run's error (and the failure sensor) says which days were stopped.
+    """
+    specs = {spec.name: spec for spec in CHECKS}
+    selected = [name for name in specs if dg.AssetCheckKey(context.asset_key, name) in
+                context.selected_asset_check_keys]
+    for name in selected:
+        key = dg.AssetCheckKey(context.asset_key, name)
+        yield dg.Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(key))
+    recorded = [outcome for outcome in evaluation.recorded() if outcome.check in selected]
+    targets = _materializations(context, sorted({outcome.partition for outcome in recorded}))
+    for outcome in recorded:
+        spec = specs[outcome.check]
+        yield dg.AssetCheckEvaluation(
+            asset_key=context.asset_key,
+            check_name=outcome.check,
+            passed=outcome.passed,
+            metadata=dict(outcome.metadata),
+            target_materialization_data=targets.get(outcome.partition),
+            severity=dg.AssetCheckSeverity.ERROR if spec.blocking else dg.AssetCheckSeverity.WARN,
+            description=outcome.description,
+            blocking=spec.blocking,
+            partition=outcome.partition,
+        )
+    blocked = {name: evaluation.failed(name) for name in selected if specs[name].blocking}
+    blocked = {name: failures for name, failures in blocked.items() if failures}
+    if blocked:
+        days = sorted({failure.partition for failures in blocked.values() for failure in failures})
+        raise dg.Failure(
+            description=(
+                f"Blocking check(s) failed on {len(days)} partition(s) of cleaned_prices, "
+                f"{', '.join(days[:10])}{' ...' if len(days) > 10 else ''}: "
+                + "; ".join(f"{name} on {' / '.join(str(f.description) for f in failures[:3])}"
+                            f"{' ...' if len(failures) > 3 else ''}" for name, failures in blocked.items())
+            ),
+            metadata={
+                "failed_partitions": dg.MetadataValue.json(days),
+                **{f"{name}_failed_partitions": len(failures) for name, failures in blocked.items()},
+            },
+        )
+
+
+def _materializations(context: dg.AssetExecutionContext, partitions: Sequence[str]) -> dict[str, Any]:
+    """This run's materialization of each partition (what its check results point at), in one query."""
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationTargetMaterializationData,
+    )
+
+    if not partitions:
+        return {}
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=list(partitions)),
+        limit=len(partitions),
+    ).records
+    targets: dict[str, Any] = {}
+    for record in records:  # newest first
+        if record.run_id == context.run.run_id and record.partition_key not in targets:
+            targets[record.partition_key] = AssetCheckEvaluationTargetMaterializationData(
+                storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp)
+    return targets
 
 
 _INSERT_REJECTION = text(
@@ -116,38 +332,3 @@ def _replace_rejections(database: PostgresResource, result: CleaningResult, star
                 _INSERT_REJECTION,
                 rows[REJECTED_COLUMNS].to_dict("records"),
             )
-
-
-def _checks(
-    clean: pd.DataFrame, rejected_share: float, symbols: list[str], sessions: list
-) -> Iterator[dg.AssetCheckResult]:
-    bad_ohlc = clean[
-        (clean[["open", "high", "low", "close", "adj_close"]] <= 0).any(axis=1)
-        | (clean["low"] > clean[["open", "close"]].min(axis=1))
-        | (clean["high"] < clean[["open", "close"]].max(axis=1))
-    ]
-    yield dg.AssetCheckResult(
-        check_name="ohlc_consistent",
-        passed=bad_ohlc.empty,
-        metadata={"violations": len(bad_ohlc)},
-    )
-    dupes = int(clean.duplicated(["symbol", "trade_date"]).sum())
-    yield dg.AssetCheckResult(check_name="unique_symbol_date", passed=dupes == 0, metadata={"duplicates": dupes})
-    yield dg.AssetCheckResult(
-        check_name="rejected_share",
-        passed=rejected_share <= REJECTED_SHARE_LIMIT,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"rejected_share": rejected_share, "limit": REJECTED_SHARE_LIMIT},
-    )
-    expected = pd.MultiIndex.from_product([symbols, sessions], names=["symbol", "trade_date"])
-    present = pd.MultiIndex.from_frame(clean[["symbol", "trade_date"]])
-    missing = expected.difference(present)
-    yield dg.AssetCheckResult(
-        check_name="tickers_complete",
-        passed=len(missing) == 0,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "missing_bars": len(missing),
-            "missing_sample": dg.MetadataValue.json([f"{s} {d}" for s, d in list(missing)[:20]]),
-        },
-    )
