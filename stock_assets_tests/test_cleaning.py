@@ -95,3 +95,14 @@ def test_splits_and_dividends_ride_along():
     result = clean_quotes(pd.DataFrame([_row(dividends=0.205, stock_splits=4.0)]))
     assert result.clean.iloc[0]["dividend"] == pytest.approx(0.205)
     assert result.clean.iloc[0]["split_ratio"] == 4.0
+
+
+def test_a_price_that_rounds_to_zero_is_rejected_not_stored_as_zero():
+    """Found by the property test: adj_close 1e-9 is positive, but rounds to 0 at 6 decimals,
+    which market.prices' CHECK (adj_close > 0) would refuse at load time."""
+    raw = _raw("AAPL", dt.date(2020, 8, 3), dt.date(2020, 8, 6))
+    raw.loc[1, "adj_close"] = 1e-9
+    result = clean_quotes(raw)
+    assert list(result.rejected["reason"]) == ["non_positive_price"]
+    assert list(result.rejected["trade_date"]) == [raw.loc[1, "trade_date"]]
+    assert (result.clean[["open", "high", "low", "close", "adj_close"]] > 0).all().all()

@@ -7,7 +7,7 @@ Rules, applied in order (a row is rejected for the first rule it breaks):
 | malformed_symbol      | symbol is not a well-formed Yahoo symbol                               |
 | missing_date          | no trade date                                                          |
 | non_finite_value      | a price or the volume is NaN or infinite                               |
-| non_positive_price    | a price is zero or negative                                            |
+| non_positive_price    | a price is zero or negative, or so small it rounds to zero (6 decimals)|
 | negative_volume       | volume below zero                                                      |
 | zero_volume_bar       | volume is zero: no S&P 500 stock goes a full session without a trade,  |
 |                       | so it is a bad bar (e.g. PFE 2019-11-18, O=H=L=C, volume 0)            |
@@ -53,7 +53,8 @@ class CleaningResult:
 
 def clean_quotes(raw: pd.DataFrame) -> CleaningResult:
     """Split raw landing rows into clean prices and rejected rows (with reasons)."""
-    frame = raw.reset_index(drop=True).copy()
+    # pandas 3 copies on write: assigning columns below never touches `raw`, so no upfront copy.
+    frame = raw.reset_index(drop=True)
     for column in PRICE_COLUMNS + ["volume"]:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     reason = pd.Series(pd.NA, index=frame.index, dtype="object")
@@ -78,7 +79,7 @@ def clean_quotes(raw: pd.DataFrame) -> CleaningResult:
            lambda r: "NaN or infinite price/volume")
 
     prices = frame[PRICE_COLUMNS]
-    reject((prices <= 0).any(axis=1), "non_positive_price",
+    reject((prices.round(PRICE_DECIMALS) <= 0).any(axis=1), "non_positive_price",
            lambda r: f"prices o={r.open} h={r.high} l={r.low} c={r.close} adj={r.adj_close}")
     reject(frame["volume"] < 0, "negative_volume", lambda r: f"volume {r.volume}")
     reject(frame["volume"] == 0, "zero_volume_bar",
@@ -93,7 +94,8 @@ def clean_quotes(raw: pd.DataFrame) -> CleaningResult:
            lambda r: f"o={r.open} h={r.high} l={r.low} c={r.close} violates low <= open, close <= high")
 
     # Among the rows still standing, keep the latest fetch of each (symbol, trade_date).
-    standing = frame[reason.isna()]
+    key_columns = ["symbol", "trade_date"] + (["fetched_at"] if "fetched_at" in frame else [])
+    standing = frame.loc[reason.isna(), key_columns]
     order = standing.sort_values("fetched_at", kind="stable") if "fetched_at" in standing else standing
     dupes = order.index[order.duplicated(["symbol", "trade_date"], keep="last")]
     reject(pd.Series(frame.index.isin(dupes), index=frame.index), "duplicate",
@@ -112,7 +114,7 @@ def _normalised_symbol(value: object) -> str | None:
 
 
 def _normalise(rows: pd.DataFrame) -> pd.DataFrame:
-    out = rows.copy()
+    out = rows  # a fresh frame from boolean indexing; copy-on-write keeps `frame` unchanged
     out[PRICE_COLUMNS] = out[PRICE_COLUMNS].round(PRICE_DECIMALS)
     # Rounding noise may leave open/close a hair outside high/low: widen the range to contain them.
     out["high"] = out[["high", "open", "close"]].max(axis=1)
@@ -123,4 +125,4 @@ def _normalise(rows: pd.DataFrame) -> pd.DataFrame:
     out["split_ratio"] = splits.where(splits > 0, 1.0)
     if "source" not in out:
         out["source"] = "unknown"
-    return out.sort_values(["trade_date", "symbol"], kind="stable")[CLEAN_COLUMNS].reset_index(drop=True)
+    return out[CLEAN_COLUMNS].sort_values(["trade_date", "symbol"], kind="stable", ignore_index=True)
