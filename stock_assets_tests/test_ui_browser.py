@@ -1,5 +1,5 @@
 """The Dagster UI in a real browser (Debian's chromium driven by Playwright): the asset graph, a
-partition launched from the UI, the checks and the sector asset's page.
+partition launched from the UI, the checks (and one check per day) and the sector asset's page.
 
 Screenshots go to `test-artifacts/ui/` (git-ignored); `UPDATE_DOCS_SCREENSHOTS=1` also copies them
 to `docs/` for the README (`make docs-screenshots`). Without chromium or Playwright the test skips
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from stock_assets import settings
-from stock_assets_tests.ui_server import BAD_DAY
+from stock_assets_tests.ui_server import BAD_DAY, UI_TICKERS
 
 pytestmark = pytest.mark.integration
 
@@ -146,6 +146,14 @@ def test_graph_launch_a_partition_checks_and_sector_page(browser, dagster_ui, ui
     expect(page.get_by_text("Failed").first).to_be_visible()
     expect(page.get_by_text("missing_bars", exact=True).first).to_be_visible()
     _screenshot(page, "cleaned-prices-checks.png")
+    # The same check per day (its Partitions tab): the bad day, failed, with its own metadata.
+    page.get_by_role("tab", name="Partitions").last.click()
+    page.get_by_placeholder("Filter by partition").fill(BAD_DAY)
+    page.locator(f"text='{BAD_DAY}' >> visible=true").last.click()
+    why = f"{BAD_DAY}: 1 of {len(UI_TICKERS)} tracked tickers have no clean bar (PFE)"
+    expect(page.get_by_text(why).first).to_be_visible()
+    page.wait_for_timeout(1000)  # let the partition bar settle
+    _screenshot(page, "cleaned-prices-check-partitions.png")
     page.context.close()
 
     # The sector asset's page: description, column schema, table, latest month's metadata.

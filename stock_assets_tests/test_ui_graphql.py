@@ -9,6 +9,7 @@ and waits for them; the tests here read back what they did through GraphQL and i
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import dagster as dg
@@ -18,6 +19,7 @@ from sqlalchemy.pool import NullPool
 
 from stock_assets.database.urls import with_driver
 from stock_assets.metadata import COLUMN_SCHEMAS
+from stock_assets.partitions import is_trading_day, trading_day_partitions
 from stock_assets_tests.ui_server import BAD_DAY, MONTH, MONTH_DAYS, MONTH_SESSIONS, UI_SECTORS, UI_TICKERS
 
 pytestmark = pytest.mark.integration
@@ -196,7 +198,7 @@ def test_partition_launched_with_the_graphql_client_rejects_the_bad_bar(dagster_
 
     def execution(check: str) -> dict:
         executions = dagster_ui.graphql(CHECK_EXECUTIONS, {"key": {"path": ["cleaned_prices"]}, "check": check})
-        # A range run also records a SKIPPED execution per partition: the evaluation is the other one.
+        # The bad day's run has one execution per check, for that day, with its evaluation.
         return next(e for e in executions["assetCheckExecutions"] if e["runId"] == run_id and e["evaluation"])
 
     assert execution("ohlc_consistent")["status"] == "SUCCEEDED"
@@ -204,3 +206,62 @@ def test_partition_launched_with_the_graphql_client_rejects_the_bad_bar(dagster_
     # PFE has no clean bar that day: the warning check fails, the run still succeeds.
     assert execution("tickers_complete")["status"] == "FAILED"
     assert execution("tickers_complete")["evaluation"]["severity"] == "WARN"
+
+
+CHECK_PARTITION_STATUSES = """
+query($key: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $key) {
+    ... on AssetNode {
+      assetChecksOrError { ... on AssetChecks { checks {
+        name
+        partitionDefinition { type }
+        partitionStatuses {
+          __typename
+          ... on AssetCheckTimePartitionStatuses { ranges { startKey endKey status } }
+        }
+      } } }
+    }
+  }
+}
+"""
+
+CHECK_EXECUTIONS_OF_DAY = """
+query($key: AssetKeyInput!, $check: String!, $partition: String) {
+  assetCheckExecutions(assetKey: $key, checkName: $check, partition: $partition, limit: 20) {
+    runId status partition
+    evaluation {
+      severity description
+      metadataEntries { label ... on IntMetadataEntry { intValue } ... on JsonMetadataEntry { jsonString } }
+    }
+  }
+}
+"""
+
+
+def test_checks_show_each_days_status_and_why_a_day_failed(dagster_ui, ui_history):
+    """The check's partition bar in the UI (`partitionStatuses`): per day, after the runs of `ui_history`."""
+    node = dagster_ui.graphql(CHECK_PARTITION_STATUSES, {"key": {"path": ["cleaned_prices"]}})["assetNodeOrError"]
+    by_check = {}
+    for check in node["assetChecksOrError"]["checks"]:
+        assert check["partitionDefinition"]["type"] == "TIME_WINDOW", check["name"]
+        assert check["partitionStatuses"]["__typename"] == "AssetCheckTimePartitionStatuses", check["name"]
+        by_check[check["name"]] = {
+            key: rng["status"] for rng in check["partitionStatuses"]["ranges"]
+            for key in trading_day_partitions.get_partition_keys_in_range(
+                dg.PartitionKeyRange(rng["startKey"], rng["endKey"]))}
+    assert len([day for day in MONTH_DAYS if is_trading_day(dt.date.fromisoformat(day))]) == MONTH_SESSIONS
+    for name, statuses in by_check.items():
+        # February's backfill (one run): every day passed, weekends and Presidents' Day (nothing to check) too.
+        assert {statuses.get(day) for day in MONTH_DAYS} == {"SUCCEEDED"}, name
+    # 2019-11-18: the blocking checks passed; PFE's rejected bar fails both warnings of that day.
+    assert {name: statuses[BAD_DAY] for name, statuses in by_check.items()} == {
+        "ohlc_consistent": "SUCCEEDED", "unique_symbol_date": "SUCCEEDED",
+        "rejected_share": "FAILED", "tickers_complete": "FAILED"}
+
+    (latest, *_) = dagster_ui.graphql(CHECK_EXECUTIONS_OF_DAY, {
+        "key": {"path": ["cleaned_prices"]}, "check": "tickers_complete", "partition": BAD_DAY})["assetCheckExecutions"]
+    assert (latest["status"], latest["partition"]) == ("FAILED", BAD_DAY)
+    assert latest["evaluation"]["severity"] == "WARN"
+    assert "PFE" in latest["evaluation"]["description"]
+    values = _values(latest["evaluation"]["metadataEntries"])
+    assert values["missing_bars"] == 1 and json.loads(values["missing_sample"]) == [f"PFE {BAD_DAY}"]
