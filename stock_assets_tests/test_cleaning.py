@@ -52,35 +52,55 @@ def _row(**overrides):
 
 
 @pytest.mark.parametrize(
-    "overrides, reason",
+    "overrides, reason, detail",
     [
-        ({"close": float("nan")}, "non_finite_value"),
-        ({"high": float("inf")}, "non_finite_value"),
-        ({"volume": float("nan")}, "non_finite_value"),
-        ({"low": -1.0}, "non_positive_price"),
-        ({"adj_close": 0.0}, "non_positive_price"),
-        ({"volume": -5.0}, "negative_volume"),
-        ({"volume": 0.0}, "zero_volume_bar"),
-        ({"low": 10.2}, "ohlc_inconsistent"),  # low above open
-        ({"high": 10.4}, "ohlc_inconsistent"),  # high below close
-        ({"symbol": "AAPL'; DROP TABLE prices;--"}, "malformed_symbol"),
-        ({"trade_date": None}, "missing_date"),
+        ({"close": float("nan")}, "missing_price", "close is NaN"),
+        ({"open": float("nan"), "adj_close": float("nan")}, "missing_price", "open is NaN, adj_close is NaN"),
+        ({"high": float("inf")}, "non_finite_value", "high is infinite"),
+        ({"volume": float("inf")}, "non_finite_value", "volume is infinite"),
+        ({"volume": float("nan")}, "missing_volume", "volume is NaN"),
+        ({"low": -1.0}, "non_positive_price", "low is not positive"),
+        ({"adj_close": 0.0}, "non_positive_price", "adj_close is not positive"),
+        ({"high": 1e300, "close": 1e300}, "implausible_price", "high is at or above the ceiling 1e+07, close is"),
+        ({"volume": -5.0}, "negative_volume", "volume is -5"),
+        ({"volume": 0.0}, "zero_volume_bar", "volume is 0"),
+        ({"low": 10.2}, "ohlc_inconsistent", "l=10.2"),  # low above open
+        ({"high": 10.4}, "ohlc_inconsistent", "h=10.4"),  # high below close
+        ({"symbol": "AAPL'; DROP TABLE prices;--"}, "malformed_symbol", "is not a Yahoo symbol"),
+        ({"trade_date": None}, "missing_date", "no trade date"),
     ],
 )
-def test_each_rule_rejects_with_its_reason(overrides, reason):
+def test_each_rule_rejects_with_its_reason_and_names_what_was_wrong(overrides, reason, detail):
     result = clean_quotes(pd.DataFrame([_row(), _row(**{"symbol": "MSFT", **overrides})]))
     assert list(result.clean["symbol"]) == ["AAPL"]
     assert list(result.rejected["reason"]) == [reason]
-    assert result.rejected["detail"].iloc[0]
+    assert detail in result.rejected["detail"].iloc[0]
 
 
-def test_duplicates_keep_the_latest_fetch():
+def test_conflicting_duplicates_are_all_rejected_showing_both_values():
     old = _row(close=10.1, fetched_at=pd.Timestamp("2024-01-01", tz="UTC"))
     new = _row(close=10.7, fetched_at=pd.Timestamp("2024-01-02", tz="UTC"))
-    result = clean_quotes(pd.DataFrame([new, old]))
-    assert list(result.clean["close"]) == [10.7]
-    assert list(result.rejected["reason"]) == ["duplicate"]
-    assert list(result.rejected["close"]) == [10.1]
+    other = _row(symbol="MSFT")
+    result = clean_quotes(pd.DataFrame([new, old, other]))
+    assert list(result.clean["symbol"]) == ["MSFT"]  # nobody knows which AAPL bar is right
+    assert list(result.rejected["reason"]) == ["conflicting_duplicate"] * 2
+    assert sorted(result.rejected["close"]) == [10.1, 10.7]
+    detail = result.rejected["detail"].iloc[0]
+    assert detail == ("2 rows for this symbol and date disagree: close 10.7 (fetched 2024-01-02 00:00 UTC) "
+                      "vs close 10.1 (fetched 2024-01-01 00:00 UTC)")
+    assert set(result.rejected["detail"]) == {detail}
+
+
+def test_identical_refetches_collapse_onto_the_latest_fetch():
+    old = _row(adj_close=10.2, fetched_at=pd.Timestamp("2024-01-01", tz="UTC"))
+    new = _row(adj_close=10.4, fetched_at=pd.Timestamp("2024-01-02", tz="UTC"))  # a later dividend restated it
+    same = _row(adj_close=10.4, fetched_at=pd.Timestamp("2024-01-03", tz="UTC"))
+    result = clean_quotes(pd.DataFrame([same, new, old]))
+    assert list(result.clean["adj_close"]) == [10.4]
+    assert list(result.rejected["reason"]) == ["duplicate", "duplicate"]
+    details = dict(zip(result.rejected["adj_close"], result.rejected["detail"]))
+    assert details[10.2].endswith("adj_close restated from 10.2 to 10.4")
+    assert details[10.4].endswith("with the same values")
 
 
 def test_rounding_noise_never_breaks_ohlc():
