@@ -253,10 +253,11 @@ def test_checks_show_each_days_status_and_why_a_day_failed(dagster_ui, ui_histor
     for name, statuses in by_check.items():
         # February's backfill (one run): every day passed, weekends and Presidents' Day (nothing to check) too.
         assert {statuses.get(day) for day in MONTH_DAYS} == {"SUCCEEDED"}, name
-    # 2019-11-18: the blocking checks passed; PFE's rejected bar fails both warnings of that day.
+    # 2019-11-18: the blocking checks passed; PFE's rejected bar fails tickers_complete (one rejected
+    # bar is below rejected_share's minimum count).
     assert {name: statuses[BAD_DAY] for name, statuses in by_check.items()} == {
         "ohlc_consistent": "SUCCEEDED", "unique_symbol_date": "SUCCEEDED",
-        "rejected_share": "FAILED", "tickers_complete": "FAILED"}
+        "rejected_share": "SUCCEEDED", "tickers_complete": "FAILED"}
 
     (latest, *_) = dagster_ui.graphql(CHECK_EXECUTIONS_OF_DAY, {
         "key": {"path": ["cleaned_prices"]}, "check": "tickers_complete", "partition": BAD_DAY})["assetCheckExecutions"]

@@ -133,7 +133,9 @@ def _merge(store: LandingStore, asset_path, keys: list[str], by_day: dict[str, p
             continue
         stored = pd.read_parquet(io.BytesIO(payload))
         kept = stored[~stored[SYMBOL_COLUMN].isin(replaced)]
-        combined = pd.concat([frame for frame in (kept, fresh) if len(frame)], ignore_index=True)
+        # A stored empty day (weekend, holiday) with nothing fresh stays empty.
+        parts = [frame for frame in (kept, fresh) if len(frame)]
+        combined = pd.concat(parts, ignore_index=True) if parts else empty
         merged[key] = combined.sort_values(SYMBOL_COLUMN, ignore_index=True) if len(combined) else empty
     return merged
 

@@ -1,5 +1,6 @@
 """Cleaned prices: validated, de-duplicated, OHLC-consistent daily bars, with checks on the result."""
 
+import datetime as dt
 import warnings
 from collections.abc import Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
@@ -13,12 +14,22 @@ from stock_assets.automation import DAILY_FRESHNESS
 from stock_assets.database.resource import PostgresResource
 from stock_assets.defs.prices.cleaning import REJECTED_COLUMNS, CleaningResult, clean_quotes
 from stock_assets.defs.universe.resources import TickerSelection
+from stock_assets.landing.io_manager import DATE_COLUMN, LandingIOManager, from_parquet_payloads
 from stock_assets.metadata import (
     add_partition_metadata, asset_metadata, distinct_by_day, reasons_by_day, rows_by_day, share,
 )
 from stock_assets.partitions import trading_day_partitions, trading_days, window_dates
 
+# Calendar days before a run whose raw bars the day-over-day rules compare the run's first day
+# with: a long weekend plus a holiday, and a ticker missing a day or two, stay covered.
+HISTORY_DAYS = 10
 REJECTED_SHARE_LIMIT = 0.01
+# ... and at least this many rows: one bad bar in a 58-ticker universe is 1.7% of the day, which
+# the rejections table and `tickers_complete` already report; three or more on one day is a pattern
+# (a bad fetch, a rule gone wrong) worth its own warning. Identical re-fetches (reason `duplicate`)
+# lose nothing and are not counted.
+REJECTED_MIN_ROWS = 3
+UNCOUNTED_REASONS = frozenset({"duplicate"})
 # Rows (or symbols) a failing check lists in its metadata; the counts are always complete.
 SAMPLE_SIZE = 20
 # Every check result is a Dagster event, and each costs milliseconds (3-5 ms with PostgreSQL
@@ -41,7 +52,10 @@ def _check_spec(name: str, description: str, blocking: bool = False) -> dg.Asset
 CHECKS = [
     _check_spec("ohlc_consistent", "Every row has positive prices with low <= open, close <= high.", blocking=True),
     _check_spec("unique_symbol_date", "At most one row per (symbol, trade date).", blocking=True),
-    _check_spec("rejected_share", f"Rejected rows stay under {REJECTED_SHARE_LIMIT:.0%} of the raw rows."),
+    _check_spec("rejected_share", f"Fails when a day's rejected rows are both more than {REJECTED_SHARE_LIMIT:.0%} "
+                f"of its raw rows and at least {REJECTED_MIN_ROWS} (identical re-fetches not counted): one bad "
+                "bar is reported by the rejections table and tickers_complete, several on one day are a "
+                "pattern. The result lists the day's rejections by reason."),
     _check_spec("tickers_complete", "Every tracked ticker has a clean bar for every NYSE session."),
 ]
 
@@ -63,19 +77,23 @@ def cleaned_prices(
     raw_quotes: pd.DataFrame,
     database: PostgresResource,
     tickers: TickerSelection,
+    landing_io_manager: dg.ResourceParam[LandingIOManager],
 ) -> Iterator[dg.Output | dg.AssetCheckEvaluation]:
     """Daily bars that passed validation: finite, positive, OHLC-consistent, one row per symbol and day.
 
     Prices are rounded to 6 decimals (removing Yahoo's float32 noise), dividends and split ratios
-    ride along for split/dividend-aware consumers. Rejected rows (NaN/inf, non-positive prices,
-    zero-volume bad bars, OHLC violations, duplicates) are written with their reason to
-    `market.price_rejections`, replaced for the partition range on every run.
+    ride along for split/dividend-aware consumers. Rejected rows (missing or non-finite values,
+    non-positive or implausible prices, zero-volume bad bars, OHLC violations, conflicting
+    duplicates, moves like an unreported split, x10+ jumps) are written with their reason and a
+    detail naming what was wrong to `market.price_rejections`, replaced for the partition range
+    on every run. A run's first day is compared with the raw bars of the days before it, read
+    from the landing zone (see stock_assets/defs/prices/cleaning.py for every rule).
 
     The checks are evaluated for each day of the run, each day with its own result (a weekend or
     holiday passes: nothing to check); a day that fails a blocking check fails the run, naming it.
     """
     start, end = window_dates(context.partition_time_window)
-    result = clean_quotes(raw_quotes)
+    result = clean_quotes(raw_quotes, history=previous_raw_quotes(landing_io_manager, start))
     _replace_rejections(database, result, start, end)
 
     clean = result.clean
@@ -101,7 +119,9 @@ def cleaned_prices(
         }
         for key in keys
     })
-    evaluation = evaluate_checks(clean, raw_by_day, rejected_by_day, tickers.symbols(), keys, session_keys)
+    counted = result.rejected[~result.rejected["reason"].isin(UNCOUNTED_REASONS)]
+    evaluation = evaluate_checks(clean, raw_by_day, rows_by_day(counted, keys), tickers.symbols(), keys,
+                                 session_keys, rejected_reasons=reasons)
     yield dg.Output(
         clean,
         metadata={
@@ -162,11 +182,13 @@ class Evaluation:
 def evaluate_checks(
     clean: pd.DataFrame, raw_by_day: Mapping[str, int], rejected_by_day: Mapping[str, int],
     symbols: Sequence[str], partitions: Sequence[str], sessions: Set[str],
+    rejected_reasons: Mapping[str, Mapping[str, int]] | None = None,
 ) -> Evaluation:
     """Every check on every partition in `partitions` (ISO days), computed over the run at once.
 
     `sessions` are the NYSE sessions among them: a day that is not one expects no bars, so it
-    passes unless rows turn up anyway (and are checked like any others)."""
+    passes unless rows turn up anyway (and are checked like any others). `rejected_by_day` counts
+    the rejections `rejected_share` judges; `rejected_reasons` (per day, per reason) is shown."""
     days = _day_keys(clean)
     bad_ohlc = (
         (clean[["open", "high", "low", "close", "adj_close"]] <= 0).any(axis=1)
@@ -209,13 +231,18 @@ def evaluate_checks(
 
         raw, rejected = raw_by_day.get(day, 0), rejected_by_day.get(day, 0)
         rejected_share = share(rejected, raw)
-        passed = rejected_share <= REJECTED_SHARE_LIMIT
+        passed = rejected_share <= REJECTED_SHARE_LIMIT or rejected < REJECTED_MIN_ROWS
+        by_reason = dict((rejected_reasons or {}).get(day, {}))
+        metadata = {"rejected_share": rejected_share, "rejected_rows": rejected, "raw_rows": raw,
+                    "limit": REJECTED_SHARE_LIMIT, "min_rows": REJECTED_MIN_ROWS}
+        if by_reason:
+            metadata["rejected_by_reason"] = dg.MetadataValue.json(by_reason)
+        reasons_text = ", ".join(f"{why} {count}" for why, count in sorted(by_reason.items()))
         outcomes.append(Outcome(
-            "rejected_share", day, passed,
-            {"rejected_share": rejected_share, "rejected_rows": rejected, "raw_rows": raw,
-             "limit": REJECTED_SHARE_LIMIT},
+            "rejected_share", day, passed, metadata,
             closed if passed else f"{day}: {rejected} of {raw} raw rows rejected "
-                                  f"({rejected_share:.1%}, limit {REJECTED_SHARE_LIMIT:.0%})"))
+                                  f"({rejected_share:.1%}; fails above {REJECTED_SHARE_LIMIT:.0%} and at least "
+                                  f"{REJECTED_MIN_ROWS} rows)" + (f": {reasons_text}" if reasons_text else "")))
 
         missing = []
         if closed is None and tracked_by_day.get(day, 0) < len(tracked):
@@ -311,6 +338,20 @@ def _materializations(context: dg.AssetExecutionContext, partitions: Sequence[st
             targets[record.partition_key] = AssetCheckEvaluationTargetMaterializationData(
                 storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp)
     return targets
+
+
+def previous_raw_quotes(landing: LandingIOManager, start: dt.date) -> pd.DataFrame | None:
+    """The stored raw bars of the HISTORY_DAYS days before `start` (what Yahoo said then, with
+    when it was fetched); None when none of them was ever materialized (the history's start)."""
+    keys = [(start - dt.timedelta(days=back)).isoformat() for back in range(HISTORY_DAYS, 0, -1)]
+    payloads = [p for p in landing.store().read_many(["raw_quotes"], keys).values() if p is not None]
+    if not payloads:
+        return None
+    frame = from_parquet_payloads(payloads)
+    if frame.empty or DATE_COLUMN not in frame:
+        return None
+    frame[DATE_COLUMN] = pd.to_datetime(frame[DATE_COLUMN]).dt.date
+    return frame
 
 
 _INSERT_REJECTION = text(
