@@ -231,3 +231,25 @@ def test_a_day_failing_a_blocking_check_fails_the_run_naming_it_and_nothing_flow
     assert health.status == OK and "failing_blocking_partitions" not in health.details
     assert health.details["blocking_checks"] == {"ohlc_consistent": "SUCCEEDED", "unique_symbol_date": "SUCCEEDED"}
 
+
+
+@pytest.mark.parametrize("raw, rejected, passes", [
+    (58, 1, True),    # one bad bar of the 58-ticker universe: 1.7%, but a single row
+    (58, 2, True),
+    (58, 3, False),   # three on one day: 5.2%, a pattern
+    (503, 5, True),   # the whole S&P 500: 1.0% is within the limit
+    (503, 6, False),  # 1.2%
+    (2, 1, True),     # a two-ticker test universe: 50%, but one row
+])
+def test_rejected_share_needs_a_minimum_count_and_a_share(raw, rejected, passes):
+    day = "2019-11-18"
+    evaluation = prices.evaluate_checks(
+        pd.DataFrame(columns=["symbol", "trade_date", "open", "high", "low", "close", "adj_close"]),
+        {day: raw}, {day: rejected}, [], [day], {day}, rejected_reasons={day: {"zero_volume_bar": rejected}})
+    (outcome,) = [o for o in evaluation.outcomes if o.check == "rejected_share"]
+    assert outcome.passed is passes
+    assert outcome.metadata["rejected_rows"] == rejected and outcome.metadata["min_rows"] == prices.REJECTED_MIN_ROWS
+    if not passes:
+        assert outcome.description == (
+            f"{day}: {rejected} of {raw} raw rows rejected ({rejected / raw:.1%}; fails above 1% and at least "
+            f"3 rows): zero_volume_bar {rejected}")
