@@ -16,6 +16,7 @@ cleaned days and `market.prices` hold, and what the checks say.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -226,3 +227,38 @@ def test_two_bars_that_disagree_for_one_day_are_both_rejected_showing_both(datab
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert checks["unique_symbol_date"].passed and checks["rejected_share"].passed
     assert not checks["tickers_complete"].passed and "XOM" in checks["tickers_complete"].description
+
+
+class _VolumeLeftOut(YahooEmulator):
+    """The emulator, with Yahoo leaving out one bar's volume (`null`, prices present)."""
+
+    def __init__(self, symbol: str, day: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.symbol, self.stamp = symbol, int(pd.Timestamp(f"{day} 09:30", tz="America/New_York").timestamp())
+
+    def _replayed(self, request, url, query):
+        answer = super()._replayed(request, url, query)
+        if not url.path.endswith(f"/{self.symbol}") or answer.status != 200:
+            return answer
+        document = json.loads(answer.body)
+        result = document["chart"]["result"][0]
+        if self.stamp in result.get("timestamp", []):
+            result["indicators"]["quote"][0]["volume"][result["timestamp"].index(self.stamp)] = None
+        body = json.dumps(document).encode()
+        headers = [(k, str(len(body)) if k.lower() == "content-length" else v) for k, v in answer.headers]
+        return type(answer)(answer.status, headers, body)
+
+
+def test_a_volume_yahoo_left_out_is_rejected_as_missing_not_as_a_zero_volume_bar(database, landing):
+    emulator = _VolumeLeftOut("MRK", "2019-11-19", rate_per_s=1000, burst=100)
+    with emulator.serve() as url:
+        resources = _resources(database, landing, ["PFE", "MRK"], QuoteClient(upstream_url=url))
+        assert _run(dg.DagsterInstance.ephemeral(), resources, "2019-11-18", "2019-11-22").success
+    stored = pd.read_parquet(landing.path_for(dg.AssetKey("raw_quotes"), "2019-11-19")).set_index("symbol")
+    assert pd.isna(stored.loc["MRK", "volume"]) and stored.loc["PFE", "volume"] > 0  # what Yahoo said
+    assert _rejections(database) == [
+        ("PFE", dt.date(2019, 11, 18), "zero_volume_bar",
+         "volume is 0 (no trade, or a volume Yahoo left out, which yfinance reports as 0) "
+         "with o=37.28 h=37.28 l=37.28 c=37.28"),
+        ("MRK", dt.date(2019, 11, 19), "missing_volume", "volume is NaN (Yahoo sent no volume)"),
+    ]

@@ -138,7 +138,7 @@ def clean_quotes(raw: pd.DataFrame, history: pd.DataFrame | None = None) -> Clea
     reject(frame["volume"] < 0, "negative_volume", lambda r: f"volume is {r.volume:g}")
     reject(frame["volume"] == 0, "zero_volume_bar",
            lambda r: f"volume is 0 (no trade, or a volume Yahoo left out, which yfinance reports as 0) "
-                     f"with o={r.open} h={r.high} l={r.low} c={r.close}")
+                     f"with {_ohlc(r)}")
 
     slack = frame["high"].abs() * OHLC_TOLERANCE
     body_low = frame[["open", "close"]].min(axis=1)
@@ -146,7 +146,7 @@ def clean_quotes(raw: pd.DataFrame, history: pd.DataFrame | None = None) -> Clea
     inconsistent = (frame["low"] > body_low + slack) | (frame["high"] < body_high - slack) | (
         frame["low"] > frame["high"] + slack)
     reject(inconsistent, "ohlc_inconsistent",
-           lambda r: f"o={r.open} h={r.high} l={r.low} c={r.close} violates low <= open, close <= high")
+           lambda r: f"{_ohlc(r)} violates low <= open, close <= high")
 
     _reject_duplicates(frame, reason, detail)
     moved, why = continuity_flags(frame, reason.isna())
@@ -159,6 +159,11 @@ def clean_quotes(raw: pd.DataFrame, history: pd.DataFrame | None = None) -> Clea
     clean = _normalise(frame[reason.isna()])
     rejected = frame[reason.notna()].assign(reason=reason[reason.notna()], detail=detail[reason.notna()])
     return CleaningResult(clean=clean, rejected=rejected[REJECTED_COLUMNS].reset_index(drop=True))
+
+
+def _ohlc(row) -> str:
+    """"o=37.28 h=37.28 l=37.28 c=37.28": 7 significant digits, a float32's worth (no 37.279998779)."""
+    return f"o={row.open:.7g} h={row.high:.7g} l={row.low:.7g} c={row.close:.7g}"
 
 
 def _named(row, columns: list[str], what: str, test) -> str:

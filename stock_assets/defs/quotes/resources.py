@@ -53,6 +53,7 @@ from stock_assets.defs.quotes.transport import (
 )
 from stock_assets.partitions import MARKET_TIMEZONE
 from stock_assets.defs.quotes.replay import replay_session
+from stock_assets.defs.quotes.volumes import watch
 
 QuoteSource = Literal["replay", "yahoo"]
 
@@ -256,6 +257,8 @@ class QuoteClient(dg.ConfigurableResource):
             f"{symbol}: Yahoo returned no bars for {start}..{last_day}, which holds NYSE sessions "
             "(an empty answer is never taken for 'no trading')"
         )
+        volumes = watch(session)
+        volumes.take(symbol)  # forget what an earlier answer for this symbol left
         with _session_lease(session), observing() as governed:
             # yfinance caches past windows in-process by URL alone, whichever session asked: a cached
             # answer from another source (or an earlier failure) must never stand in for this one.
@@ -292,7 +295,12 @@ class QuoteClient(dg.ConfigurableResource):
             if history.empty:
                 self._raise_governed(symbol, governed)  # yfinance may have swallowed the cause
                 raise no_bars
-        return to_raw_frame(symbol, history, source=self.source)
+        frame = to_raw_frame(symbol, history, source=self.source)
+        # yfinance reports a volume Yahoo left out as 0: put the gap back for cleaning to name it.
+        missing = volumes.take(symbol)
+        if missing:
+            frame.loc[frame["trade_date"].isin(missing), "volume"] = float("nan")
+        return frame
 
     def fetch(
         self, symbols: list[str], start: dt.date, end: dt.date, log: dg.DagsterLogManager | None = None
