@@ -147,3 +147,16 @@ def test_any_split_ratio_without_an_event_is_caught(ratio):
     result = clean_quotes(raw)
     assert list(result.rejected["reason"]) == ["split_mismatch"]
     assert result.rejected["trade_date"].item() == dt.date(2019, 1, 15)
+
+
+def test_a_crash_near_a_split_ratio_is_kept_when_it_trades_like_a_crash():
+    # OXY 2020-03-09 closed x0.466 (inside the x1/2 band); opening it at x0.5 too leaves only its
+    # 59% intraday range to tell it from a rescaled ordinary day.
+    raw = _raw("OXY", "2020-03-02", "2020-03-13")
+    raw.loc[_at(raw, "2020-03-09"), "open"] = 13.43
+    result = clean_quotes(raw)
+    assert result.rejected.empty
+    # The same move as a rescaled calm day (a split Yahoo did not report) is rejected.
+    calm = raw.copy()
+    calm.loc[_at(calm, "2020-03-09"), ["open", "high", "low", "close", "adj_close"]] = [13.43, 13.9, 12.9, 13.2, 13.2]
+    assert list(clean_quotes(calm).rejected["reason"]) == ["split_mismatch"]

@@ -12,7 +12,8 @@ was fetched (`fetched_at`, in New York time):
 
 "Previous bar" is the symbol's previous bar as Yahoo delivered it, among the rows that passed the
 per-row rules: inside one frame the row before, and for a run's first day the bars of the
-sessions before it (the asset passes them in as `history`, from the landing zone). Its close is
+sessions before it (the asset passes them in as `history`, from the landing zone; when none are
+stored, at the start of the history, the first day has nothing to be compared with). Its close is
 what Yahoo said the day before, whether or not that bar was later rejected for its own move, so
 a misdated split is caught on both of its days (the move without the event, the event without
 the move). A one-day outlier (a bar that jumps and whose next bar jumps back) is not used as the
@@ -21,9 +22,13 @@ next bar's reference, so one bad bar does not also reject the good bar after it.
 The residual move (observed / expected) is then judged:
 
 - `split_mismatch`: open and close both moved by a split ratio (2, 3, 4, 5, ... or 1/2, 1/3, ...,
-  see SPLIT_RATIOS) within SPLIT_TOLERANCE: a split Yahoo did not report on that day, or reported
-  without applying it. On the bundled 70,412 real bars (58 S&P 500 names, 2016-2020, including
-  March 2020) no bar matches: OXY's -53% of 2020-03-09 opened at -33%.
+  see SPLIT_RATIOS) within SPLIT_TOLERANCE, on a day whose own range (high / low) stays under
+  SPLIT_MAX_RANGE: a split Yahoo did not report on that day, or reported without applying it (the
+  bar is an ordinary day's bar, rescaled). A crash is told apart by its open and its range: OXY's
+  -53% close of 2020-03-09 (x0.466, inside the x1/2 band) opened at -42% and ranged 59% that day.
+  On the bundled 70,412 real bars (58 S&P 500 names, 2016-2020, March 2020 included) no bar
+  matches; a real crash that opened, closed and traded within a split ratio's band would be
+  rejected, and shows in the rejections table for the operator to confirm.
 - `implausible_jump`: otherwise a move of JUMP_LIMIT times or more, up or down (a 100x pence/pound
   mix-up, a price off by orders of magnitude). The largest real move in the bundled data is -53%.
 
@@ -44,6 +49,8 @@ SPLIT_RATIOS = (3 / 2, 2, 5 / 2, 3, 4, 5, 6, 7, 8, 10, 15, 20, 25, 30, 50)
 # Half-width of the band around a ratio, in log terms (~10%): wide enough for the day's own move
 # on top of the split, while no real bar of the bundled data falls in any band (measured).
 SPLIT_TOLERANCE = 0.1
+# A split mismatch is an ordinary day rescaled: its range (high / low) stays under this factor.
+SPLIT_MAX_RANGE = 1.25
 # A move of this factor or more (x100 or x0.01 included) is never a trading day's move.
 JUMP_LIMIT = 10.0
 
@@ -60,7 +67,8 @@ def continuity_flags(frame: pd.DataFrame, candidates: pd.Series) -> tuple[pd.Ser
     """
     reason = pd.Series(pd.NA, index=frame.index, dtype="object")
     detail = pd.Series(pd.NA, index=frame.index, dtype="object")
-    needed = [c for c in ("symbol", "trade_date", "open", "close", "stock_splits", "fetched_at") if c in frame]
+    needed = [c for c in ("symbol", "trade_date", "open", "high", "low", "close", "stock_splits", "fetched_at")
+              if c in frame]
     rows = frame.loc[candidates, needed]
     if rows.empty:
         return reason, detail
@@ -128,7 +136,9 @@ def _judge(rows: pd.DataFrame, code: np.ndarray, reference: np.ndarray) -> pd.Da
     close_move, open_move = residual.to_numpy(), residual_open.to_numpy()
     position = np.clip(np.searchsorted(_SIGNED_MIDPOINTS, np.nan_to_num(close_move)), 0, len(_SIGNED) - 1)
     nearest = _SIGNED[position]
-    split_like = (np.abs(close_move - nearest) < SPLIT_TOLERANCE) & (np.abs(open_move - nearest) < SPLIT_TOLERANCE)
+    calm = (rows["high"] / rows["low"]).to_numpy() < SPLIT_MAX_RANGE
+    split_like = calm & (np.abs(close_move - nearest) < SPLIT_TOLERANCE) & (
+        np.abs(open_move - nearest) < SPLIT_TOLERANCE)
     matched = np.where(split_like, nearest, np.nan)
     implausible = ~split_like & (residual.abs() >= np.log(JUMP_LIMIT)).to_numpy()
     flagged = (split_like | implausible) & has_previous
