@@ -93,6 +93,8 @@ def continuity_flags(frame: pd.DataFrame, candidates: pd.Series) -> tuple[pd.Ser
     flagged = judged[judged["flagged"]]
     if flagged.empty:
         return reason, detail
+    # Strings for the few flagged rows only (a million-row string column costs most of a second).
+    flagged = flagged.assign(kind=np.where(flagged["split_like"], "split_mismatch", "implausible_jump"))
     reason[flagged.index] = flagged["kind"].to_numpy()
     detail[flagged.index] = [_explain(row) for row in rows.loc[flagged.index].join(
         flagged[["previous_close", "previous_day", "previous_fetched", "expected", "matched", "kind"]]
@@ -144,7 +146,7 @@ def _judge(rows: pd.DataFrame, code: np.ndarray, reference: np.ndarray) -> pd.Da
     flagged = (split_like | implausible) & has_previous
     return pd.DataFrame({
         "flagged": flagged,
-        "kind": np.where(split_like, "split_mismatch", "implausible_jump"),
+        "split_like": split_like,
         "matched": matched,
         "residual": residual.fillna(0.0),
         "expected": expected,
