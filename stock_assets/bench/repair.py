@@ -16,6 +16,7 @@ import argparse
 import datetime as dt
 import logging
 import time
+import warnings
 
 import pandas as pd
 import yfinance as yf
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--tickers", default="")
     args = parser.parse_args()
     logging.getLogger("yfinance").setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", module=r"yfinance(\.|$)")  # its own pandas deprecations
     archive = PriceArchive.bundled()
     symbols = [s for s in args.tickers.split(",") if s] or list(archive.symbols)
     start, end = archive.first_date, archive.last_date + dt.timedelta(days=1)
