@@ -160,3 +160,14 @@ def test_a_crash_near_a_split_ratio_is_kept_when_it_trades_like_a_crash():
     calm = raw.copy()
     calm.loc[_at(calm, "2020-03-09"), ["open", "high", "low", "close", "adj_close"]] = [13.43, 13.9, 12.9, 13.2, 13.2]
     assert list(clean_quotes(calm).rejected["reason"]) == ["split_mismatch"]
+
+
+def test_a_split_event_with_neither_move_is_rejected_when_fetch_times_are_unknown():
+    raw = _raw("AAPL", "2020-08-24", "2020-09-05").drop(columns="fetched_at")
+    raw.loc[_at(raw, "2020-08-31"), "stock_splits"] = 4.0
+    raw.loc[pd.to_datetime(raw["trade_date"]) >= pd.Timestamp("2020-08-31"), PRICES] *= 2  # x2, neither x1 nor x1/4
+    result = clean_quotes(raw)
+    assert list(result.rejected["reason"]) == ["split_mismatch"]
+    assert result.rejected["detail"].item().startswith(
+        "Yahoo reports a 4:1 split on this day; the close should move x1/4 from the previous close 124.808 "
+        "(2020-08-28) (fetched before the split) or not at all (fetched after it), but it moved x2.068 (close 258.08)")

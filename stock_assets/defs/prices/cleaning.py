@@ -98,10 +98,10 @@ def clean_quotes(raw: pd.DataFrame, history: pd.DataFrame | None = None) -> Clea
     # pandas 3 copies on write: assigning columns below never touches `raw`, so no upfront copy.
     frame = raw.reset_index(drop=True)
     context = None
-    if history is not None and len(history):
+    if history is not None and len(history) and len(frame):
         # Only the sessions before the run: a day of the run is judged from the run's own rows.
-        first_day = pd.to_datetime(frame["trade_date"]).min() if len(frame) else None
-        earlier = history if first_day is None else history[pd.to_datetime(history["trade_date"]) < first_day]
+        first_day = pd.to_datetime(frame["trade_date"], errors="coerce").min()
+        earlier = history[pd.to_datetime(history["trade_date"], errors="coerce") < first_day]
         columns = [c for c in frame.columns if c in earlier.columns]
         frame = pd.concat([frame, earlier[columns]], ignore_index=True)
         context = pd.Series(np.arange(len(frame)) >= len(raw), index=frame.index)

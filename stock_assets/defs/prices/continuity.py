@@ -188,6 +188,9 @@ def _explain(row) -> str:
                 "like a split, but Yahoo reports no split on this day")
     split = Fraction(float(row.split)).limit_denominator(1000)
     event = f"Yahoo reports a {split.numerator}:{split.denominator} split on this day"
+    if pd.isna(row.previous_fetched):
+        return (f"{event}; the close should move {_ratio(-np.log(row.split))} from {previous} (fetched before "
+                f"the split) or not at all (fetched after it), but it moved x{factor:.4g} (close {row.close:.6g})")
     if row.expected != 0:
         return (f"{event}; {previous} was fetched before it, so the close should move "
                 f"{_ratio(row.expected)}, but it moved x{factor:.4g} (close {row.close:.6g})")
