@@ -32,6 +32,13 @@ The residual move (observed / expected) is then judged:
 - `implausible_jump`: otherwise a move of JUMP_LIMIT times or more, up or down (a 100x pence/pound
   mix-up, a price off by orders of magnitude). The largest real move in the bundled data is -53%.
 
+A lasting change of level is rejected on the day it happens, not after: the bars that follow
+agree with their own previous bar and are kept (so the stored series has a gap and a break on
+that day, named in the rejections table). That is deliberate for split-like breaks, where the
+wrong side is as often the older history (Yahoo not adjusting it) as the newer bars, and where
+rejecting everything after the break would block a ticker until Yahoo corrects itself; for a
+lasting x100 unit switch it means the later bars are stored in the new unit (see the README).
+
 Everything here is vectorised over the whole frame (one sort, grouped shifts), no per-row Python.
 """
 
