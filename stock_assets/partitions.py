@@ -15,11 +15,16 @@ import dagster as dg
 import exchange_calendars
 import pandas as pd
 
+from stock_assets import settings
+
 MARKET_TIMEZONE = "America/New_York"
 # The tags that make one run cover a range of partitions (what a single-run backfill launches).
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
-FIRST_DAY = "2016-01-01"
+# The first daily partition: STOCK_ASSETS_FIRST_DAY (settings.py), 2016-01-01 unless set, e.g.
+# 1990-01-01 or a listing's first trade (TSLA: 2010-06-29). Months start on the 1st of its month.
+FIRST_DAY = settings.first_day()
+FIRST_MONTH = dt.date.fromisoformat(FIRST_DAY).replace(day=1).isoformat()
 
 trading_day_partitions = dg.DailyPartitionsDefinition(
     start_date=FIRST_DAY,
@@ -29,7 +34,7 @@ trading_day_partitions = dg.DailyPartitionsDefinition(
 )
 
 monthly_partitions = dg.MonthlyPartitionsDefinition(
-    start_date="2016-01-01",
+    start_date=FIRST_MONTH,
     timezone=MARKET_TIMEZONE,
     # Include the running month so its partition fills in day by day.
     end_offset=1,
@@ -38,7 +43,8 @@ monthly_partitions = dg.MonthlyPartitionsDefinition(
 
 @lru_cache(maxsize=1)
 def _nyse() -> exchange_calendars.ExchangeCalendar:
-    return exchange_calendars.get_calendar("XNYS", start="2010-01-01")
+    start = min(dt.date.fromisoformat(FIRST_DAY), dt.date(2010, 1, 1)).replace(month=1, day=1)
+    return exchange_calendars.get_calendar("XNYS", start=start.isoformat())
 
 
 def trading_days(start: dt.date, end: dt.date) -> list[dt.date]:
