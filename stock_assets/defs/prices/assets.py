@@ -12,7 +12,9 @@ from sqlalchemy import text
 from stock_assets.automation import DAILY_FRESHNESS
 from stock_assets.database.resource import PostgresResource
 from stock_assets.defs.prices.cleaning import REJECTED_COLUMNS, CleaningResult, clean_quotes
+from stock_assets.defs.universe.listings import upsert_listings
 from stock_assets.defs.universe.resources import TickerSelection
+from stock_assets.markets import exchange_of, sessions_by_symbol
 from stock_assets.metadata import (
     add_partition_metadata, asset_metadata, distinct_by_day, reasons_by_day, rows_by_day, share,
 )
@@ -42,7 +44,8 @@ CHECKS = [
     _check_spec("ohlc_consistent", "Every row has positive prices with low <= open, close <= high.", blocking=True),
     _check_spec("unique_symbol_date", "At most one row per (symbol, trade date).", blocking=True),
     _check_spec("rejected_share", f"Rejected rows stay under {REJECTED_SHARE_LIMIT:.0%} of the raw rows."),
-    _check_spec("tickers_complete", "Every tracked ticker has a clean bar for every NYSE session."),
+    _check_spec("tickers_complete", "Every tracked ticker has a clean bar for every session of its own exchange "
+                "(NYSE for US listings, London for OCDO.L, Tokyo for 4063.T, ...)."),
 ]
 
 
@@ -77,6 +80,7 @@ def cleaned_prices(
     start, end = window_dates(context.partition_time_window)
     result = clean_quotes(raw_quotes)
     _replace_rejections(database, result, start, end)
+    listings = upsert_listings(database, raw_quotes)
 
     clean = result.clean
     raw_rows = len(raw_quotes)
@@ -89,6 +93,11 @@ def cleaned_prices(
     symbols_by_day = distinct_by_day(clean, keys, "symbol")
     sessions = trading_days(start, end)
     session_keys = {day.isoformat() for day in sessions}
+    tracked = tickers.symbols()
+    # Each listing is expected on its own exchange's sessions only (defs/universe/listings.py).
+    own_sessions = {symbol: {day.isoformat() for day in days}
+                    for symbol, days in sessions_by_symbol(tracked, start, end).items()}
+    any_session = set().union(*own_sessions.values()) if own_sessions else set()
     add_partition_metadata(context, {
         key: {
             "dagster/row_count": clean_by_day[key],
@@ -98,10 +107,15 @@ def cleaned_prices(
             "rejected_by_reason": dg.MetadataValue.json(reasons[key]),
             "symbols": symbols_by_day[key],
             "nyse_session": key in session_keys,  # False: weekend or holiday, zero rows expected
+            # Tracked listings whose exchange has a session that day (each is expected to have a bar).
+            "listings_in_session": sum(key in days for days in own_sessions.values()),
         }
         for key in keys
     })
-    evaluation = evaluate_checks(clean, raw_by_day, rejected_by_day, tickers.symbols(), keys, session_keys)
+    us_only = all(exchange_of(symbol).calendar == "XNYS" for symbol in tracked)
+    evaluation = evaluate_checks(clean, raw_by_day, rejected_by_day, tracked, keys, any_session,
+                                 sessions_by_symbol=own_sessions,
+                                 closed_note="NYSE closed" if us_only else "no tracked listing's exchange open")
     yield dg.Output(
         clean,
         metadata={
@@ -113,6 +127,7 @@ def cleaned_prices(
             "rejected_by_reason_in_run": dg.MetadataValue.json(result.rejected_by_reason),
             "symbols_in_run": int(clean["symbol"].nunique()),
             "checks_in_run": dg.MetadataValue.json(evaluation.summary()),
+            "listings_described_in_run": listings,
         },
     )
     # After the Output, so that each result points at the materialization of its day it checked.
@@ -162,11 +177,14 @@ class Evaluation:
 def evaluate_checks(
     clean: pd.DataFrame, raw_by_day: Mapping[str, int], rejected_by_day: Mapping[str, int],
     symbols: Sequence[str], partitions: Sequence[str], sessions: Set[str],
+    sessions_by_symbol: Mapping[str, Set[str]] | None = None, closed_note: str = "NYSE closed",
 ) -> Evaluation:
     """Every check on every partition in `partitions` (ISO days), computed over the run at once.
 
-    `sessions` are the NYSE sessions among them: a day that is not one expects no bars, so it
-    passes unless rows turn up anyway (and are checked like any others)."""
+    `sessions` are the days among them on which some tracked listing trades: a day that is not one
+    expects no bars, so it passes unless rows turn up anyway (and are checked like any others).
+    `sessions_by_symbol` are each listing's own sessions (its exchange's calendar): a listing is
+    expected to have a bar on those days only. Without it every listing is expected on `sessions`."""
     days = _day_keys(clean)
     bad_ohlc = (
         (clean[["open", "high", "low", "close", "adj_close"]] <= 0).any(axis=1)
@@ -178,13 +196,15 @@ def evaluate_checks(
     duplicated = clean.duplicated(["symbol", "trade_date"])
     dupes_by_day = dict(iter(clean[duplicated].groupby(days[duplicated])))
     tracked = sorted(set(symbols))
+    own = {symbol: sessions for symbol in tracked}
+    own.update({symbol: days for symbol, days in (sessions_by_symbol or {}).items() if symbol in own})
     is_tracked = clean["symbol"].isin(tracked)
     tracked_by_day = clean["symbol"][is_tracked].groupby(days[is_tracked]).nunique().to_dict()
     none = clean.iloc[:0]
 
     outcomes = []
     for day in partitions:
-        closed = None if day in sessions else f"{day}: NYSE closed, no bars expected"
+        closed = None if day in sessions else f"{day}: {closed_note}, no bars expected"
         bad = bad_by_day.get(day, none)
         violations = len(bad)
         metadata: dict[str, Any] = {"violations": violations}
@@ -218,15 +238,16 @@ def evaluate_checks(
                                   f"({rejected_share:.1%}, limit {REJECTED_SHARE_LIMIT:.0%})"))
 
         missing = []
+        expected = [symbol for symbol in tracked if day in own[symbol]]
         if closed is None and tracked_by_day.get(day, 0) < len(tracked):
             present = set(clean["symbol"][days == day])
-            missing = [symbol for symbol in tracked if symbol not in present]
-        metadata = {"missing_bars": len(missing)}
+            missing = [symbol for symbol in expected if symbol not in present]
+        metadata = {"missing_bars": len(missing), "expected_listings": len(expected)}
         if missing:
             metadata["missing_sample"] = dg.MetadataValue.json([f"{s} {day}" for s in missing[:SAMPLE_SIZE]])
         outcomes.append(Outcome(
             "tickers_complete", day, not missing, metadata,
-            closed if not missing else f"{day}: {len(missing)} of {len(tracked)} tracked tickers have no "
+            closed if not missing else f"{day}: {len(missing)} of {len(expected)} tracked tickers have no "
                                        f"clean bar ({_names(missing)})"))
     return Evaluation(partitions=list(partitions), outcomes=outcomes)
 

@@ -51,7 +51,7 @@ from stock_assets.defs.quotes.transport import (
     govern,
     observing,
 )
-from stock_assets.partitions import MARKET_TIMEZONE
+from stock_assets.defs.quotes.archive import PriceArchive
 from stock_assets.defs.quotes.replay import replay_session
 
 QuoteSource = Literal["replay", "yahoo"]
@@ -59,7 +59,11 @@ QuoteSource = Literal["replay", "yahoo"]
 RAW_COLUMNS = [
     "symbol", "trade_date", "open", "high", "low", "close", "adj_close", "volume",
     "dividends", "stock_splits", "source", "fetched_at",
+    "currency", "exchange", "exchange_timezone", "instrument_type",
 ]
+# What Yahoo's chart meta says about the listing, carried on each raw row: (raw column, meta key).
+LISTING_META = [("currency", "currency"), ("exchange", "exchangeName"),
+                ("exchange_timezone", "exchangeTimezoneName"), ("instrument_type", "instrumentType")]
 
 # Requests per second when `rate_per_s` is not set: Yahoo sustains about one per second per IP;
 # the replay is local data and needs no limit.
@@ -139,6 +143,11 @@ class QuoteClient(dg.ConfigurableResource):
         description="'replay' = bundled recorded Yahoo data through yfinance (offline); 'yahoo' = live Yahoo Finance.",
     )
     timeout_s: float = Field(default=20.0, description="HTTP timeout per Yahoo request.")
+    replay_archive: str | None = Field(
+        default=None,
+        description="For source 'replay': the archive to serve, a CSV file or a folder of recorded chart "
+        "responses (README 'Your own universe'); empty = STOCK_ASSETS_REPLAY_ARCHIVE, else the bundled sample.",
+    )
     upstream_url: str | None = Field(
         default=None,
         description="Send Yahoo's requests to this base URL instead (a Yahoo emulator on 127.0.0.1, for tests "
@@ -204,11 +213,20 @@ class QuoteClient(dg.ConfigurableResource):
             if self.upstream_url:
                 self._session = loopback_session(self.upstream_url)
             else:
-                self._session = replay_session() if self.source == "replay" else live_session()
+                self._session = replay_session(self.archive()) if self.source == "replay" else live_session()
         if not self._governed:
             govern(self._session, self._governance())
             self._governed = True
         return self._session
+
+    def archive_path(self) -> str | None:
+        """The replay archive this client serves from: its own setting, else the environment's."""
+        return self.replay_archive or settings.configured_replay_archive()
+
+    def archive(self) -> PriceArchive:
+        """The price archive the replay answers from (the bundled one unless configured)."""
+        path = self.archive_path()
+        return PriceArchive.bundled() if path is None else PriceArchive.load(path)
 
     @property
     def governed_adapter(self) -> GovernedAdapter:
@@ -222,7 +240,11 @@ class QuoteClient(dg.ConfigurableResource):
         Yahoo, the replay, an emulator) never stand in for another's."""
         if self.scope:
             return self.scope
-        return f"{self.source}@{self.upstream_url}" if self.upstream_url else self.source
+        if self.upstream_url:
+            return f"{self.source}@{self.upstream_url}"
+        if self.source == "replay" and self.archive_path():
+            return f"replay@{self.archive_path()}"  # another archive, other answers
+        return self.source
 
     def _governance(self) -> Governance:
         scope = self.governance_scope
@@ -253,7 +275,7 @@ class QuoteClient(dg.ConfigurableResource):
         session = self.session
         last_day = end - dt.timedelta(days=1)
         no_bars = TickerFetchError(
-            f"{symbol}: Yahoo returned no bars for {start}..{last_day}, which holds NYSE sessions "
+            f"{symbol}: Yahoo returned no bars for {start}..{last_day}, which holds sessions of its exchange "
             "(an empty answer is never taken for 'no trading')"
         )
         with _session_lease(session), observing() as governed:
@@ -292,7 +314,8 @@ class QuoteClient(dg.ConfigurableResource):
             if history.empty:
                 self._raise_governed(symbol, governed)  # yfinance may have swallowed the cause
                 raise no_bars
-        return to_raw_frame(symbol, history, source=self.source)
+            meta = _listing_meta(ticker)
+        return to_raw_frame(symbol, history, source=self.source, meta=meta)
 
     def fetch(
         self, symbols: list[str], start: dt.date, end: dt.date, log: dg.DagsterLogManager | None = None
@@ -373,11 +396,26 @@ def _session_lease(session: requests.Session) -> Iterator[None]:
                 _lease.notify_all()
 
 
-def to_raw_frame(symbol: str, history: pd.DataFrame, source: str) -> pd.DataFrame:
-    """yfinance's history frame as rows of the landing schema, keeping everything Yahoo said."""
+def _listing_meta(ticker: yf.Ticker) -> dict[str, str | None]:
+    """The listing's exchange, time zone, currency and type from the chart meta yfinance kept."""
+    try:
+        meta = ticker.get_history_metadata() or {}
+    except Exception:  # noqa: BLE001 - the bars are what matters; the columns stay empty
+        meta = {}
+    return {column: (str(meta[key]) if meta.get(key) else None) for column, key in LISTING_META}
+
+
+def to_raw_frame(symbol: str, history: pd.DataFrame, source: str,
+                 meta: dict[str, str | None] | None = None) -> pd.DataFrame:
+    """yfinance's history frame as rows of the landing schema, keeping everything Yahoo said.
+
+    The trade date is the exchange's local date: yfinance stamps a daily bar at midnight in the
+    exchange's time zone, so a London or Tokyo bar keeps its own day (converted to New York it
+    would fall on the previous evening)."""
     index = pd.DatetimeIndex(history.index)
-    if index.tz is not None:
-        index = index.tz_convert(MARKET_TIMEZONE)
+    meta = meta or {}
+    if index.tz is not None and not meta.get("exchange_timezone"):
+        meta = {**meta, "exchange_timezone": str(index.tz)}
     frame = pd.DataFrame(
         {
             "symbol": symbol,
@@ -393,6 +431,8 @@ def to_raw_frame(symbol: str, history: pd.DataFrame, source: str) -> pd.DataFram
                 dtype="float64"),
             "source": source,
             "fetched_at": pd.Timestamp.now(tz="UTC"),
+            **{column: pd.Series(meta.get(column), index=range(len(index)), dtype="object")
+               for column, _ in LISTING_META},
         }
     )
     return frame[RAW_COLUMNS]
@@ -407,6 +447,7 @@ def empty_raw_frame() -> pd.DataFrame:
                                                        "dividends", "stock_splits")},
             "source": pd.Series(dtype="object"),
             "fetched_at": pd.Series(dtype="datetime64[ns, UTC]"),
+            **{column: pd.Series(dtype="object") for column, _ in LISTING_META},
         }
     )[RAW_COLUMNS]
 
