@@ -369,6 +369,7 @@ def _from_chart_folder(folder: Path) -> PriceArchive:
 
     def latest(rows: list[dict], columns: list[str]) -> pd.DataFrame:
         frame = pd.DataFrame(rows, columns=["symbol", "date", *columns, "recorded"])
+        frame["date"] = pd.to_datetime(frame["date"])
         frame = frame.sort_values(["symbol", "date", "recorded"], kind="stable")
         return frame.drop_duplicates(["symbol", "date"], keep="last").drop(columns="recorded").reset_index(drop=True)
 
