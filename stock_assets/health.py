@@ -195,19 +195,21 @@ def check_quote_source(client: QuoteClient) -> CheckResult:
 def _check_replay(client: QuoteClient, done: Callable[..., CheckResult]) -> CheckResult:
     from stock_assets.defs.quotes.archive import PriceArchive
 
+    probe = PROBE_SYMBOL
     try:
-        archive = PriceArchive.bundled()
+        archive = client.archive()  # the bundled one, or STOCK_ASSETS_REPLAY_ARCHIVE's
+        probe = PROBE_SYMBOL if PROBE_SYMBOL in archive.symbols else archive.symbols[0]
         start = archive.last_date - dt.timedelta(days=7)
-        bars = client.daily_bars(PROBE_SYMBOL, start, archive.last_date + dt.timedelta(days=1))
+        bars = client.daily_bars(probe, start, archive.last_date + dt.timedelta(days=1))
     except Exception as err:  # noqa: BLE001
-        return done(FAIL, f"replay: the bundled archive does not answer: {_first_line(err)}", {"source": "replay"})
+        return done(FAIL, f"replay: the archive does not answer: {_first_line(err)}", {"source": "replay"})
     details = {"source": "replay", "archive_first_day": archive.first_date.isoformat(),
                "archive_last_day": archive.last_date.isoformat(), "archive_tickers": len(archive.symbols),
-               "probe_symbol": PROBE_SYMBOL, "probe_bars": len(bars)}
+               "probe_symbol": probe, "probe_bars": len(bars)}
     if bars.empty:
-        return done(FAIL, f"replay: {PROBE_SYMBOL} answered no bars for {start}..{archive.last_date}", details)
+        return done(FAIL, f"replay: {probe} answered no bars for {start}..{archive.last_date}", details)
     return done(OK, f"replay: archive {archive.first_date}..{archive.last_date}, {len(archive.symbols)} tickers; "
-                    f"{PROBE_SYMBOL} answered {len(bars)} bars through yfinance", details)
+                    f"{probe} answered {len(bars)} bars through yfinance", details)
 
 
 def _check_yahoo(client: QuoteClient, done: Callable[..., CheckResult]) -> CheckResult:
@@ -354,7 +356,7 @@ def check_daily_partitions(
         if source == "replay":
             from stock_assets.defs.quotes.archive import PriceArchive
 
-            expected = min(expected, PriceArchive.bundled().last_date)
+            expected = min(expected, PriceArchive.configured().last_date)
             details.update(due_session=expected.isoformat(), due_because="the replay archive's last day")
         if engine is not None:
             try:

@@ -28,11 +28,9 @@ class GapPolicy(dg.ConfigurableResource):
 
 
 def market_today(quotes: QuoteClient, now: dt.datetime) -> dt.date:
-    """Today in New York; for the bundled replay, the day after its last recorded session."""
+    """Today in New York; for the replay, the day after its archive's last recorded session."""
     if quotes.source == "replay":
-        from stock_assets.defs.quotes.archive import PriceArchive
-
-        return PriceArchive.bundled().last_date + dt.timedelta(days=1)
+        return quotes.archive().last_date + dt.timedelta(days=1)
     return now.astimezone(ZoneInfo(MARKET_TIMEZONE)).date()
 
 

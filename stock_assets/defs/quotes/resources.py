@@ -431,7 +431,7 @@ def to_raw_frame(symbol: str, history: pd.DataFrame, source: str,
                 dtype="float64"),
             "source": source,
             "fetched_at": pd.Timestamp.now(tz="UTC"),
-            **{column: pd.Series(meta.get(column), index=range(len(index)), dtype="object")
+            **{column: pd.Series(meta.get(column), index=range(len(index)), dtype="str")
                for column, _ in LISTING_META},
         }
     )
