@@ -1,9 +1,14 @@
 """Partitions and the trading calendar, shared by every domain.
 
-Daily assets are partitioned by calendar day in New York time, so that each month maps exactly
-onto its days. Weekends and NYSE holidays are partitions on which the market was closed: assets
-materialize them as "market closed" (an empty day) without asking Yahoo, schedules skip them,
-and the gap sensor does not count them as gaps.
+Daily assets are partitioned by calendar day, so that each month maps exactly onto its days. A
+partition holds each listing's bar of that day in the listing's own exchange time (a London bar of
+2020-07-03 is in partition 2020-07-03). Each listing is expected on its own exchange's sessions
+(stock_assets/markets.py: NYSE for US listings, XLON for OCDO.L, XTKS for 4063.T); a day on which
+no tracked listing's exchange trades is materialized as "market closed" (an empty day) without
+asking Yahoo, and the schedules skip it. The NYSE helpers below (`trading_days`, `is_trading_day`)
+remain the US calendar.
+
+The first partition is `STOCK_ASSETS_FIRST_DAY` (settings.py), 2016-01-01 by default.
 """
 
 from __future__ import annotations
