@@ -1,6 +1,8 @@
--- Listings: where each fetched symbol trades, in which time zone and currency (Yahoo's chart meta),
--- and the trading calendar its completeness is judged by. Upserted by `cleaned_prices` from the
--- raw quotes (stock_assets/defs/universe/listings.py). Re-runnable: IF NOT EXISTS only.
+-- Listings: every tracked or fetched symbol (S&P 500 member or not: QQQ, OCDO.L, 4063.T), where it
+-- trades, in which time zone and currency (Yahoo's chart meta), and the trading calendar its
+-- completeness is judged by. `ticker_universe` adds the tracked symbols (market from the symbol's
+-- exchange suffix) and keeps `tracked`; `cleaned_prices` records what Yahoo said about each listing
+-- (stock_assets/defs/universe/listings.py). Re-runnable: IF NOT EXISTS only.
 --
 -- Prices in market.prices are in MAJOR units of `price_currency` (a London listing quoted in pence,
 -- GBp, is stored in pounds, GBP): join on symbol before adding up prices of several listings, and
@@ -14,5 +16,6 @@ CREATE TABLE IF NOT EXISTS market.listings (
     price_currency     text NOT NULL,           -- currency of the stored prices, major units (GBP)
     price_divisor      integer NOT NULL DEFAULT 1 CHECK (price_divisor > 0),  -- quoted / divisor = stored
     instrument_type    text,                    -- EQUITY, ETF, ...
+    tracked            boolean NOT NULL DEFAULT false,  -- fetched by the pipeline (the `tickers` resource)
     updated_at         timestamptz NOT NULL DEFAULT now()
 );

@@ -1,6 +1,8 @@
-"""`market.listings`: each fetched symbol's exchange, time zone, calendar and currency.
+"""`market.listings`: each tracked or fetched symbol's exchange, time zone, calendar and currency.
 
-Written from the raw quotes, whose rows carry what Yahoo's chart meta said about the listing
+`ticker_universe` adds every tracked symbol (its market from the exchange suffix until Yahoo says
+more) and keeps the `tracked` flag, so a tracked listing outside the S&P 500 list is known too.
+`cleaned_prices` records what Yahoo said, from the raw quotes, whose rows carry what Yahoo's chart meta said about the listing
 (`currency`, `exchange`, `exchange_timezone`, `instrument_type`). The calendar comes from the
 symbol's exchange suffix (stock_assets/markets.py). Rows fetched before these columns existed say
 nothing, and leave a listing's row as it was.
@@ -66,6 +68,32 @@ def upsert_listings(database: PostgresResource, raw: pd.DataFrame) -> int:
         with database.begin() as conn:
             conn.execute(_UPSERT, rows)
     return len(rows)
+
+
+_TRACK = text(
+    """
+    INSERT INTO market.listings AS l (symbol, exchange, exchange_timezone, calendar, quote_currency,
+                                      price_currency, price_divisor, tracked, updated_at)
+    VALUES (:symbol, :exchange, :exchange_timezone, :calendar, :quote_currency, :price_currency,
+            :price_divisor, true, now())
+    ON CONFLICT (symbol) DO UPDATE SET tracked = true, updated_at = now() WHERE NOT l.tracked
+    """
+)
+
+
+def track_listings(conn, symbols: list[str]) -> None:
+    """Mark exactly `symbols` tracked (adding the missing ones with their exchange's defaults)."""
+    rows = []
+    for symbol in symbols:
+        exchange = exchange_of(symbol)
+        major, divisor = major_units(exchange.currency)
+        rows.append({"symbol": symbol, "exchange": exchange.yahoo_code, "exchange_timezone": exchange.timezone,
+                     "calendar": exchange.calendar, "quote_currency": exchange.currency, "price_currency": major,
+                     "price_divisor": divisor})
+    if rows:
+        conn.execute(_TRACK, rows)
+    conn.execute(text("UPDATE market.listings SET tracked = false, updated_at = now() "
+                      "WHERE tracked AND NOT (symbol = ANY(:symbols))"), {"symbols": sorted(symbols)})
 
 
 def _text(value: object) -> str | None:

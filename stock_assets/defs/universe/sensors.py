@@ -25,14 +25,16 @@ def history_backfill(symbols: list[str], first: dt.date, last: dt.date, trigger:
 @dg.sensor(
     job=daily_prices_job,
     minimum_interval_seconds=300,
-    description="When ticker_universe gains tracked tickers, requests their whole history for those tickers "
+    description="When ticker_universe gains tracked tickers (S&P 500 members or any other listing), requests their whole history for those tickers "
                 "only; the months and sector aggregations follow declaratively.",
 )
 def new_ticker_sensor(
     context: dg.SensorEvaluationContext, database: PostgresResource, quotes: QuoteClient
 ) -> dg.SensorResult:
     with database.begin() as conn:
-        tracked = set(conn.execute(text("SELECT symbol FROM market.ticker_universe WHERE tracked")).scalars())
+        # S&P 500 members in the universe, and every other tracked listing (ETFs, OCDO.L, 4063.T).
+        tracked = set(conn.execute(text("SELECT symbol FROM market.ticker_universe WHERE tracked "
+                                        "UNION SELECT symbol FROM market.listings WHERE tracked")).scalars())
     if context.cursor is None:
         return dg.SensorResult(
             skip_reason=dg.SkipReason(f"First tick: remembering {len(tracked)} tracked tickers"),
