@@ -151,6 +151,15 @@ def test_csv_archive_with_london_pence_and_tokyo_through_the_graph(database, tmp
                                   "calendar": "XTKS", "quote_currency": "JPY", "price_currency": "JPY",
                                   "price_divisor": 1, "instrument_type": "EQUITY"}
     assert listings["AAPL"]["calendar"] == "XNYS" and listings["AAPL"]["price_currency"] == "USD"
+    # The README's query: each stored price with the currency it is in.
+    with database.begin() as conn:
+        priced = conn.execute(text(
+            "SELECT p.symbol, p.trade_date, p.close, l.price_currency "
+            "FROM market.prices p JOIN market.listings l USING (symbol) "
+            "WHERE p.symbol IN ('OCDO.L', '4063.T', 'AAPL') AND p.trade_date = '2020-07-06' ORDER BY p.symbol")).all()
+    assert [(row.symbol, row.price_currency) for row in priced] == [("4063.T", "JPY"), ("AAPL", "USD"),
+                                                                    ("OCDO.L", "GBP")]
+    assert dict((row.symbol, row.close) for row in priced)["OCDO.L"] == 22.53  # 2253 pence: the 4th London session of July
 
     # Completeness by each listing's calendar: holidays of one exchange expect nothing from it;
     # the one Tokyo session the archive lacks is the only incomplete day.
