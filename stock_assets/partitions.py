@@ -8,7 +8,8 @@ no tracked listing's exchange trades is materialized as "market closed" (an empt
 asking Yahoo, and the schedules skip it. The NYSE helpers below (`trading_days`, `is_trading_day`)
 remain the US calendar.
 
-The first partition is `STOCK_ASSETS_FIRST_DAY` (settings.py), 2016-01-01 by default.
+The first partition is the 1st of the month of `STOCK_ASSETS_FIRST_DAY` (settings.py), 2016-01-01
+by default.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ MARKET_TIMEZONE = "America/New_York"
 # The tags that make one run cover a range of partitions (what a single-run backfill launches).
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
-# The first daily partition: STOCK_ASSETS_FIRST_DAY (settings.py), 2016-01-01 unless set, e.g.
-# 1990-01-01 or a listing's first trade (TSLA: 2010-06-29). Months start on the 1st of its month.
-FIRST_DAY = settings.first_day()
-FIRST_MONTH = dt.date.fromisoformat(FIRST_DAY).replace(day=1).isoformat()
+# The first partition: STOCK_ASSETS_FIRST_DAY (settings.py), 2016-01-01 unless set, e.g. 1990-01-01
+# or a listing's first trade (TSLA: 2010-06-29), taken back to the 1st of its month: a monthly
+# partition maps onto all of its days, so a month's days must all exist (days before a listing's
+# first trade simply hold no bar of it).
+FIRST_MONTH = dt.date.fromisoformat(settings.first_day()).replace(day=1).isoformat()
+FIRST_DAY = FIRST_MONTH
 
 trading_day_partitions = dg.DailyPartitionsDefinition(
     start_date=FIRST_DAY,

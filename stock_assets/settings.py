@@ -17,8 +17,8 @@ is a matter of environment variables, never a code change.
 | STOCK_ASSETS_POOL_LIMITS      | Dagster concurrency pool limits applied at start-up,       | `yahoo=1,postgres=4`         |
 |                               | `name=limit,...` (merged over the defaults)                |                              |
 | DAGSTER_EVENT_BATCH_SIZE      | Dagster's own: events per storage write in a range run     | `1000`                       |
-| STOCK_ASSETS_FIRST_DAY        | first daily partition (ISO date, e.g. 1990-01-01); the     | `2016-01-01`                 |
-|                               | monthly partitions start on the 1st of its month           |                              |
+| STOCK_ASSETS_FIRST_DAY        | start of the history (ISO date, e.g. 1990-01-01, or        | `2016-01-01`                 |
+|                               | 2010-06-29); partitions start on the 1st of its month      |                              |
 | STOCK_ASSETS_REPLAY_ARCHIVE   | what the offline `replay` source serves: a CSV archive     | the bundled sample           |
 |                               | (.csv or .csv.gz) or a folder of recorded chart responses  |                              |
 |                               | (README "Your own universe")                               |                              |

@@ -301,12 +301,12 @@ def test_tsla_history_from_its_2010_listing_is_stored(database, database_url, tm
     pd.DataFrame({"Ticker": "TSLA", "Date": [d.isoformat() for d in days], "Open": 1.3, "High": 2.0, "Low": 1.1,
                   "Close": [1.5 + i / 100 for i in range(len(days))], "Adj Close": 1.5, "Volume": 100_000}
                  ).to_csv(archive, index=False)
-    env = {**os.environ, "STOCK_ASSETS_FIRST_DAY": "2010-06-01", "STOCK_ASSETS_REPLAY_ARCHIVE": str(archive),
+    env = {**os.environ, "STOCK_ASSETS_FIRST_DAY": "2010-06-29", "STOCK_ASSETS_REPLAY_ARCHIVE": str(archive),
            "STOCK_ASSETS_STATE_DIR": str(tmp_path / "state")}
     out = subprocess.run([sys.executable, "-c", _EARLY_HISTORY, database_url, str(tmp_path / "landing")],
                          env=env, capture_output=True, text=True, timeout=600, cwd=Path(__file__).parent.parent)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "first partition 2010-06-01" in out.stdout
+    assert "first partition 2010-06-01" in out.stdout  # the 1st of the month: June's days all exist
 
     stored = _stored(database, "TSLA")
     assert list(stored["trade_date"]) == days  # from the IPO, 2010-06-29, on
