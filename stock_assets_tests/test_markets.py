@@ -325,3 +325,18 @@ def test_a_bad_first_day_setting_is_refused(monkeypatch):
         settings.first_day()
     monkeypatch.setenv("STOCK_ASSETS_FIRST_DAY", "1990-01-01")
     assert settings.first_day() == "1990-01-01"
+
+
+def test_the_configured_archive_is_the_replays_and_its_tickers_the_default(monkeypatch, tmp_path, state_dir):
+    archive = tmp_path / "my_archive.csv"
+    _csv_archive(archive)
+    monkeypatch.setenv("STOCK_ASSETS_REPLAY_ARCHIVE", str(archive))
+    assert TickerSelection().symbols() == ["4063.T", "AAPL", "OCDO.L"]
+    client = QuoteClient()
+    assert client.archive().source == str(archive)
+    # Its answers are its own: the shared response cache never serves the bundled sample's for it.
+    assert client.governance_scope == f"replay@{archive}"
+    bars = client.daily_bars("OCDO.L", dt.date(2020, 7, 3), dt.date(2020, 7, 4))
+    assert list(bars["trade_date"]) == [dt.date(2020, 7, 3)] and list(bars["close"]) == [2252.0]
+    assert (bars["currency"].iloc[0], bars["exchange"].iloc[0], bars["exchange_timezone"].iloc[0]) == (
+        "GBp", "LSE", "Europe/London")
