@@ -340,3 +340,24 @@ def test_the_configured_archive_is_the_replays_and_its_tickers_the_default(monke
     assert list(bars["trade_date"]) == [dt.date(2020, 7, 3)] and list(bars["close"]) == [2252.0]
     assert (bars["currency"].iloc[0], bars["exchange"].iloc[0], bars["exchange_timezone"].iloc[0]) == (
         "GBp", "LSE", "Europe/London")
+
+
+def test_cleaning_stores_major_units_and_says_which_currency():
+    from stock_assets.defs.prices.cleaning import clean_quotes
+
+    def row(symbol, currency, price, dividend=0.0):
+        return {"symbol": symbol, "trade_date": dt.date(2020, 7, 6), "open": price, "high": price + 2,
+                "low": price - 2, "close": price, "adj_close": price, "volume": 10.0, "dividends": dividend,
+                "stock_splits": 0.0, "source": "replay", "currency": currency}
+
+    raw = pd.DataFrame([row("OCDO.L", "GBp", 2250.0, dividend=3.5), row("NPN.JO", "ZAc", 310000.0),
+                        row("TEVA.TA", "ILA", 4500.0), row("4063.T", "JPY", 11800.0), row("AAPL", "USD", 91.0)])
+    clean = clean_quotes(raw).clean.set_index("symbol")
+    assert clean.loc["OCDO.L", ["close", "high", "dividend", "currency"]].tolist() == [22.5, 22.52, 0.035, "GBP"]
+    assert clean.loc["NPN.JO", ["close", "currency"]].tolist() == [3100.0, "ZAR"]
+    assert clean.loc["TEVA.TA", ["close", "currency"]].tolist() == [45.0, "ILS"]
+    assert clean.loc["4063.T", ["close", "currency"]].tolist() == [11800.0, "JPY"]
+    assert clean.loc["AAPL", ["close", "currency"]].tolist() == [91.0, "USD"]
+    # Rows landed before the currency was recorded came from US listings only: USD.
+    older = clean_quotes(raw[raw["symbol"] == "AAPL"].drop(columns="currency")).clean
+    assert older["currency"].tolist() == ["USD"] and older["close"].tolist() == [91.0]
