@@ -361,3 +361,11 @@ def test_cleaning_stores_major_units_and_says_which_currency():
     # Rows landed before the currency was recorded came from US listings only: USD.
     older = clean_quotes(raw[raw["symbol"] == "AAPL"].drop(columns="currency")).clean
     assert older["currency"].tolist() == ["USD"] and older["close"].tolist() == [91.0]
+
+
+def test_every_known_exchange_has_a_working_calendar():
+    from stock_assets.markets import EXCHANGES
+
+    week = {e.suffix: sessions(e.calendar, dt.date(2020, 7, 1), dt.date(2020, 7, 8)) for e in EXCHANGES}
+    assert all(3 <= len(days) <= 5 for days in week.values()), week
+    assert dt.date(2020, 7, 3) not in week[""] and dt.date(2020, 7, 1) not in week[".HK"]  # US / HK holidays
