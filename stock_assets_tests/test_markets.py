@@ -257,6 +257,10 @@ def test_a_bad_archive_fails_with_a_clear_error(tmp_path):
     garbled.write_text("Ticker,Date,Open,High,Low,Close,Adj Close,Volume\nAAPL,2020-13-02,1,2,0.5,1.5,1.5,10\n")
     with pytest.raises(ArchiveError, match="CSV line\\(s\\) 2"):
         PriceArchive.load(garbled)
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_text("Ticker,Date,Open,High,Low,Close,Adj Close,Volume\nABC.XX,2020-01-02,1,2,0.5,1.5,1.5,10\n")
+    with pytest.raises(ArchiveError, match="ABC.XX: unknown exchange suffix"):
+        PriceArchive.load(unknown)
     intraday = tmp_path / "intraday"
     intraday.mkdir()
     document = _chart_response("AAPL", {"exchangeTimezoneName": "America/New_York", "dataGranularity": "1m"},

@@ -270,7 +270,8 @@ def _from_rows(frame: pd.DataFrame, source: str) -> PriceArchive:
     for value in frame["symbol"].unique():
         try:
             symbols[value] = validate_symbol(value)
-        except InvalidSymbolError as err:
+            exchange_of(symbols[value])
+        except (InvalidSymbolError, UnknownExchangeError) as err:
             raise ArchiveError(f"{source}: {err}") from None
     prices = pd.DataFrame({"symbol": frame["symbol"].map(symbols),
                            "date": pd.to_datetime(frame["date"], format="%Y-%m-%d", errors="coerce")})
@@ -312,6 +313,8 @@ def _from_rows(frame: pd.DataFrame, source: str) -> PriceArchive:
 
 
 def _from_chart_folder(folder: Path) -> PriceArchive:
+    from stock_assets.defs.universe.constituents import InvalidSymbolError, validate_symbol
+
     files = sorted(folder.glob("*.json"))
     if not files:
         raise ArchiveError(f"{folder}: no recorded chart responses (*.json) in the folder")
@@ -332,6 +335,10 @@ def _from_chart_folder(folder: Path) -> PriceArchive:
         granularity = meta.get("dataGranularity", "1d")
         if not symbol or not timezone:
             raise ArchiveError(f"{path.name}: the chart meta names no symbol or exchange time zone")
+        try:
+            exchange_of(validate_symbol(symbol))
+        except (InvalidSymbolError, UnknownExchangeError) as err:
+            raise ArchiveError(f"{path.name}: {err}") from None
         if granularity != "1d":
             raise ArchiveError(f"{path.name}: {symbol} bars at interval {granularity}; the replay archive holds "
                                "daily (1d) bars only")
