@@ -95,3 +95,9 @@ def test_ticker_universe_upserts_idempotently(database):
     with database.begin() as conn:
         tracked = conn.execute(text("SELECT symbol FROM market.ticker_universe WHERE tracked")).scalars().all()
     assert tracked == ["AAPL"]
+
+
+def test_ticker_selection_refuses_an_unknown_exchange_at_configuration():
+    with pytest.raises(ValidationError, match=r"ABC\.XX: unknown exchange suffix"):
+        TickerSelection(tickers=["OCDO.L", "ABC.XX"])
+    assert TickerSelection(tickers=["ocdo.l", "4063.T"]).tickers == ["OCDO.L", "4063.T"]

@@ -10,7 +10,7 @@ from stock_assets import settings
 
 from stock_assets.defs.quotes.breaker import CircuitOpenError
 from stock_assets.defs.quotes.resources import QuoteClient, QuoteSourceUnavailable, empty_raw_frame
-from stock_assets.defs.universe.constituents import resolve_tickers, validate_symbol
+from stock_assets.defs.universe.constituents import resolve_tickers, validate_listing
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.landing.io_manager import REPLACES_SYMBOLS
 from stock_assets.metadata import add_partition_metadata, asset_metadata, distinct_by_day, rows_by_day
@@ -30,7 +30,7 @@ class RawQuotesConfig(dg.Config):
     @field_validator("only_tickers")
     @classmethod
     def _well_formed(cls, value: list[str]) -> list[str]:
-        return [validate_symbol(symbol) for symbol in value]
+        return [validate_listing(symbol) for symbol in value]
 
 
 @dg.asset(

@@ -53,6 +53,17 @@ def validate_symbol(symbol: object) -> str:
     return normalised
 
 
+def validate_listing(symbol: object) -> str:
+    """`validate_symbol`, and the symbol's exchange suffix must be one whose calendar is known
+    (stock_assets/markets.py); InvalidSymbolError otherwise."""
+    normalised = validate_symbol(symbol)
+    try:
+        exchange_of(normalised)
+    except UnknownExchangeError as err:
+        raise InvalidSymbolError(str(err)) from None
+    return normalised
+
+
 @lru_cache(maxsize=1)
 def load_constituents() -> pd.DataFrame:
     """The bundled constituents, one row per share class, keyed by Yahoo symbol."""
@@ -91,9 +102,8 @@ def resolve_tickers(requested: list[str] | None, default: list[str]) -> list[str
     errors: list[str] = []
     for raw in requested:
         try:
-            symbol = validate_symbol(raw)
-            exchange_of(symbol)
-        except (InvalidSymbolError, UnknownExchangeError) as err:
+            symbol = validate_listing(raw)
+        except InvalidSymbolError as err:
             errors.append(str(err))
             continue
         if symbol not in resolved:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field, field_validator
 
-from stock_assets.defs.universe.constituents import resolve_tickers, validate_symbol
+from stock_assets.defs.universe.constituents import resolve_tickers, validate_listing
 
 
 def bundled_sample_tickers() -> list[str]:
@@ -32,7 +32,7 @@ class TickerSelection(dg.ConfigurableResource):
     @field_validator("tickers")
     @classmethod
     def _symbols_are_well_formed(cls, value: list[str]) -> list[str]:
-        return [validate_symbol(symbol) for symbol in value]
+        return [validate_listing(symbol) for symbol in value]
 
     def symbols(self) -> list[str]:
         return resolve_tickers(self.tickers, default=bundled_sample_tickers())
