@@ -121,11 +121,13 @@ def test_csv_archive_with_london_pence_and_tokyo_through_the_graph(database, tmp
     resources = _resources(database, tmp_path, archive, ["AAPL", "OCDO.L", "4063.T"])
 
     # A month per run: a run records every day's check results (up to 31 days, see cleaned_prices).
-    checks = {}
+    checks, in_session = {}, {}
     for first, last in ((JULY, "2020-07-31"), ("2020-08-01", AUGUST_END)):
         daily = _run(["raw_quotes", "cleaned_prices"], resources, first, last)
         assert daily.success
         checks.update({(c.partition, c.check_name): c for c in daily.get_asset_check_evaluations()})
+        in_session.update({m.partition: m.metadata["listings_in_session"].value
+                           for m in daily.asset_materializations_for_node("cleaned_prices")})
         assert _run(["monthly_prices"], resources, first).success
 
     london, tokyo, us = _stored(database, "OCDO.L"), _stored(database, "4063.T"), _stored(database, "AAPL")
@@ -163,6 +165,7 @@ def test_csv_archive_with_london_pence_and_tokyo_through_the_graph(database, tmp
 
     # Completeness by each listing's calendar: holidays of one exchange expect nothing from it;
     # the one Tokyo session the archive lacks is the only incomplete day.
+    assert (in_session["2020-07-03"], in_session["2020-07-04"], in_session["2020-08-31"]) == (2, 0, 2)
     failed = sorted(day for (day, name), c in checks.items() if name == "tickers_complete" and not c.passed)
     assert failed == [MISSING_TOKYO_DAY.isoformat()]
     assert "4063.T" in checks[(MISSING_TOKYO_DAY.isoformat(), "tickers_complete")].description

@@ -1,6 +1,7 @@
 """Cleaned prices: validated, de-duplicated, OHLC-consistent daily bars, with checks on the result."""
 
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,9 +96,10 @@ def cleaned_prices(
     session_keys = {day.isoformat() for day in sessions}
     tracked = tickers.symbols()
     # Each listing is expected on its own exchange's sessions only (defs/universe/listings.py).
-    own_sessions = {symbol: {day.isoformat() for day in days}
-                    for symbol, days in sessions_by_symbol(tracked, start, end).items()}
-    any_session = set().union(*own_sessions.values()) if own_sessions else set()
+    own_sessions = _session_keys_by_symbol(tracked, start, end)
+    calendars = {id(days): days for days in own_sessions.values()}  # one set per calendar
+    listings_per_calendar = Counter(id(days) for days in own_sessions.values())
+    any_session = set().union(*calendars.values())
     add_partition_metadata(context, {
         key: {
             "dagster/row_count": clean_by_day[key],
@@ -108,7 +110,8 @@ def cleaned_prices(
             "symbols": symbols_by_day[key],
             "nyse_session": key in session_keys,  # False: weekend or holiday, zero rows expected
             # Tracked listings whose exchange has a session that day (each is expected to have a bar).
-            "listings_in_session": sum(key in days for days in own_sessions.values()),
+            "listings_in_session": sum(count for calendar, count in listings_per_calendar.items()
+                                       if key in calendars[calendar]),
         }
         for key in keys
     })
@@ -198,6 +201,10 @@ def evaluate_checks(
     tracked = sorted(set(symbols))
     own = {symbol: sessions for symbol in tracked}
     own.update({symbol: days for symbol, days in (sessions_by_symbol or {}).items() if symbol in own})
+    # Listings of one calendar share a set of sessions: test each set once per day.
+    by_calendar: dict[int, tuple[Set[str], list[str]]] = {}
+    for symbol in tracked:
+        by_calendar.setdefault(id(own[symbol]), (own[symbol], []))[1].append(symbol)
     is_tracked = clean["symbol"].isin(tracked)
     tracked_by_day = clean["symbol"][is_tracked].groupby(days[is_tracked]).nunique().to_dict()
     none = clean.iloc[:0]
@@ -238,7 +245,7 @@ def evaluate_checks(
                                   f"({rejected_share:.1%}, limit {REJECTED_SHARE_LIMIT:.0%})"))
 
         missing = []
-        expected = [symbol for symbol in tracked if day in own[symbol]]
+        expected = [symbol for days, members in by_calendar.values() if day in days for symbol in members]
         if closed is None and tracked_by_day.get(day, 0) < len(tracked):
             present = set(clean["symbol"][days == day])
             missing = [symbol for symbol in expected if symbol not in present]
@@ -250,6 +257,17 @@ def evaluate_checks(
             closed if not missing else f"{day}: {len(missing)} of {len(expected)} tracked tickers have no "
                                        f"clean bar ({_names(missing)})"))
     return Evaluation(partitions=list(partitions), outcomes=outcomes)
+
+
+def _session_keys_by_symbol(symbols: Sequence[str], start, end) -> dict[str, frozenset[str]]:
+    """Each listing's own sessions in [start, end) as ISO days; listings of one calendar share one set."""
+    shared: dict[int, frozenset[str]] = {}
+    result = {}
+    for symbol, days in sessions_by_symbol(list(symbols), start, end).items():
+        if id(days) not in shared:
+            shared[id(days)] = frozenset(day.isoformat() for day in days)
+        result[symbol] = shared[id(days)]
+    return result
 
 
 def _day_keys(frame: pd.DataFrame) -> pd.Series:
