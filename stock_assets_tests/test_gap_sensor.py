@@ -43,10 +43,12 @@ def resources(database, tmp_path):
             "landing_io_manager": LandingIOManager(base_dir=str(tmp_path / "landing"))}
 
 
-def _evaluate(instance, database, cursor=None, lookback=10):
+def _evaluate(instance, resources, cursor=None, lookback=10, policy=None):
     with dg.build_sensor_context(
         instance=instance, cursor=cursor,
-        resources={"database": database, "quotes": QuoteClient(), "gap_policy": GapPolicy(lookback_days=lookback)},
+        resources={"database": resources["database"], "quotes": QuoteClient(),
+                   "gap_policy": policy or GapPolicy(lookback_days=lookback), "tickers": resources["tickers"],
+                   "landing_io_manager": resources["landing_io_manager"]},
     ) as context:
         return gap_sensor(context)
 
@@ -64,13 +66,13 @@ def test_missing_and_failed_days_become_one_request_per_contiguous_range(instanc
     failed = _materialize(instance, broken, ["raw_quotes", "cleaned_prices"], "2020-10-26", raise_on_error=False)
     assert not failed.success
 
-    result = _evaluate(instance, database)
+    result = _evaluate(instance, resources)
     # 10-21/10-22 were never materialized; 10-26's cleaning failed. Weekends are not gaps.
     assert _ranges(result) == [("2020-10-21", "2020-10-22"), ("2020-10-26", "2020-10-26")]
     assert all(r.tags["stock_assets/trigger"] == "gap_sensor" for r in result.run_requests)
 
     # The cursor remembers what was asked: the next tick requests nothing new.
-    again = _evaluate(instance, database, cursor=result.cursor)
+    again = _evaluate(instance, resources, cursor=result.cursor)
     assert again.run_requests == [] and again.skip_reason is not None
     assert set(json.loads(again.cursor)["requested"]) == {"2020-10-21..2020-10-22", "2020-10-26..2020-10-26"}
 
@@ -81,16 +83,16 @@ def test_ranges_already_queued_or_running_are_not_requested(instance, resources,
     job = defs.resolve_job_def("daily_prices_job")
     instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED,
                                 tags={RANGE_START_TAG: "2020-10-21", RANGE_END_TAG: "2020-10-22"})
-    assert _ranges(_evaluate(instance, database)) == [("2020-10-20", "2020-10-20")]
+    assert _ranges(_evaluate(instance, resources)) == [("2020-10-20", "2020-10-20")]
 
 
 def test_rows_deleted_behind_dagsters_back_are_gaps(instance, resources, database):
     assert _materialize(instance, resources, ["raw_quotes", "cleaned_prices"], "2020-10-01", "2020-10-31").success
     assert _materialize(instance, resources, ["monthly_prices"], "2020-10-01").success
-    assert _evaluate(instance, database).run_requests == []
+    assert _evaluate(instance, resources).run_requests == []
     with database.begin() as conn:
         conn.execute(text("DELETE FROM market.prices WHERE trade_date IN ('2020-10-19', '2020-10-20')"))
-    assert _ranges(_evaluate(instance, database)) == [("2020-10-19", "2020-10-20")]
+    assert _ranges(_evaluate(instance, resources)) == [("2020-10-19", "2020-10-20")]
 
 
 def test_contiguity_spans_weekends_and_holidays_only():

@@ -96,7 +96,7 @@ class LandingIOManager(dg.ConfigurableIOManager):
         keys = context.asset_partition_keys
         store = self.store()
         replaced = obj.attrs.get(REPLACES_SYMBOLS)
-        if replaced:
+        if replaced is not None:  # even an empty list: replace nobody's rows, never the whole day
             by_day = {str(day): rows for day, rows in obj.groupby(obj[DATE_COLUMN].astype(str), sort=False)}
             _refuse_outside(by_day, keys)
             by_day = _merge(store, context.asset_key.path, keys, by_day, set(replaced), obj.iloc[0:0])
