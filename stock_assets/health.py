@@ -517,7 +517,7 @@ def completeness_checks(
     from stock_assets.landing.io_manager import LandingIOManager
 
     try:
-        store = LandingIOManager.from_environment().store()
+        store = LandingIOManager(url=settings.configured_landing_url()).store()  # the runs' landing zone
         symbols = TickerSelection(tickers=settings.configured_tickers() or []).symbols()
     except Exception as err:  # noqa: BLE001 - a bad landing URL or ticker list is the finding
         return [CheckResult("ticker_gaps", FAIL, f"cannot read the configuration: {_first_line(err)}"),

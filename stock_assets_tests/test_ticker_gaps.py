@@ -27,7 +27,8 @@ from stock_assets.defs.quotes.assets import raw_quotes
 from stock_assets.defs.quotes.emulator import YahooEmulator, with_bar
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.universe.resources import TickerSelection
-from stock_assets.health import FAIL, OK, WARN, check_ticker_gaps, check_warning_checks
+from stock_assets import settings
+from stock_assets.health import FAIL, OK, WARN, check_ticker_gaps, check_warning_checks, run_health
 from stock_assets.landing.io_manager import LandingIOManager
 from stock_assets.partitions import RANGE_END_TAG, RANGE_START_TAG
 
@@ -122,9 +123,17 @@ def test_one_failing_ticker_is_refetched_alone_in_one_run(setup, emulator):
     assert done.run_requests == [] and json.loads(done.cursor)["holes"] == {}
 
 
-def test_health_names_the_holes_and_the_failing_warning_checks(setup, emulator):
+def test_health_names_the_holes_and_the_failing_warning_checks(setup, emulator, monkeypatch):
     instance, resources = setup
     _make_holes(instance, resources, emulator)
+    # `stock-assets health` as configured for these runs: their tickers, their landing zone.
+    monkeypatch.setenv(settings.TICKERS_ENV, "AAPL,MSFT")
+    monkeypatch.setenv(settings.LANDING_URL_ENV, resources["landing_io_manager"].base_dir)
+    report = run_health(database_url=resources["database"].resolved_url, quote_client=QuoteClient(),
+                        instance=instance, now=REPLAY_NOW)
+    assert not report.healthy and report.check("ticker_gaps").status == FAIL
+    assert report.check("warning_checks").status == WARN
+    assert "tickers_complete on 2020-10-22, 2020-10-23, 2020-10-26" in report.check("warning_checks").summary
     store = resources["landing_io_manager"].store()
     holes = ticker_holes(instance, None, store, TICKERS.symbols(),
                          [dt.date(2020, 10, d) for d in (19, 20, 21, 22, 23, 26, 27)])

@@ -189,7 +189,7 @@ def ticker_holes(
     """Every (ticker, session) that should have a bar and has none, on materialized days.
 
     `sessions` is the window; `skip_days` (whole-day gaps) are left out. A day's landing file is
-    read for its symbols only. market.prices is asked about the months loaded after the day's clean
+    read for its symbols only (a materialized day without its file misses every ticker). market.prices is asked about the months loaded after the day's clean
     data was (storage ids of the two materializations), so a month not yet reloaded after a gap
     fill does not show the filled bar as a hole again. Without `engine`, only the landing is read.
     """
@@ -203,8 +203,9 @@ def ticker_holes(
         return []
     owed = _owed(symbols, days)
     present = clean_symbols_by_day(store, days)
-    holes = [Hole(symbol, day, LANDING) for day in days if day in present
-             for symbol in symbols if day in owed[symbol] and symbol not in present[day]]
+    # A day Dagster materialized whose file is gone lost every ticker: all of them are holes.
+    holes = [Hole(symbol, day, LANDING) for day in days
+             for symbol in symbols if day in owed[symbol] and symbol not in present.get(day, ())]
     if engine is None:
         return holes
     months = {day.replace(day=1).isoformat() for day in days}
