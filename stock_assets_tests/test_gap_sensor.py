@@ -100,3 +100,24 @@ def test_contiguity_spans_weekends_and_holidays_only():
             dt.date(2020, 9, 10)]  # Thu: 9-09 was a session in between, so a new range
     assert contiguous_ranges(days) == [(dt.date(2020, 9, 4), dt.date(2020, 9, 8)),
                                        (dt.date(2020, 9, 10), dt.date(2020, 9, 10))]
+
+
+def test_one_tickers_rows_deleted_from_the_warehouse_are_refetched_for_that_ticker_only(instance, resources, database):
+    assert _materialize(instance, resources, ["raw_quotes", "cleaned_prices"], "2020-10-01", "2020-10-31").success
+    assert _materialize(instance, resources, ["monthly_prices"], "2020-10-01").success
+    with database.begin() as conn:
+        conn.execute(text("DELETE FROM market.prices WHERE symbol = 'MSFT' AND trade_date IN ('2020-10-20', '2020-10-22')"))
+    result = _evaluate(instance, resources)
+    [request] = result.run_requests  # not the whole days: AAPL's rows are there
+    assert request.run_config == {"ops": {"raw_quotes": {"config": {"only_tickers": ["MSFT"]}}}}
+    assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == ("2020-10-20", "2020-10-22")
+    assert sorted(json.loads(result.cursor)["holes"]) == ["MSFT 2020-10-20", "MSFT 2020-10-22"]
+
+    # The refetch re-cleans the days: until the month is reloaded, market.prices is not asked about them.
+    assert _materialize(instance, resources, ["raw_quotes", "cleaned_prices"], "2020-10-20", "2020-10-22").success
+    assert _evaluate(instance, resources).run_requests == []
+    assert _materialize(instance, resources, ["monthly_prices"], "2020-10-01").success
+    assert _evaluate(instance, resources).run_requests == []
+    with database.begin() as conn:
+        assert conn.execute(text("SELECT count(*) FROM market.prices WHERE symbol = 'MSFT' AND trade_date "
+                                 "BETWEEN '2020-10-20' AND '2020-10-22'")).scalar_one() == 3
