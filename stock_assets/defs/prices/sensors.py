@@ -19,7 +19,7 @@ from stock_assets.defs.prices.gaps import (
 )
 from stock_assets.defs.prices.restatements import StoredDays, stale_reason
 from stock_assets.defs.quotes.resources import QuoteClient
-from stock_assets.defs.quotes.ticker_runs import TRIGGER_TAG, ticker_run_request
+from stock_assets.defs.quotes.ticker_runs import TICKERS_TAG, TRIGGER_TAG, ticker_run_request
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.jobs import daily_prices_job
 from stock_assets.landing.io_manager import LandingIOManager
@@ -100,8 +100,8 @@ def gap_sensor(
             f"No gaps in {len(sessions)} sessions up to {sessions[-1] if sessions else '-'}"
             + (f" ({len(gaps)} gap days already requested)" if gaps else "") + waiting), cursor=cursor)
     context.log.info("Requesting %d run(s): %s%s", len(run_requests), ", ".join(
-        f"{r.tags[RANGE_START_TAG]}..{r.tags[RANGE_END_TAG]}" + (f" for {r.tags['stock_assets/tickers']}"
-                                                                 if "stock_assets/tickers" in r.tags else "")
+        f"{r.tags[RANGE_START_TAG]}..{r.tags[RANGE_END_TAG]}" + (f" for {r.tags[TICKERS_TAG]}"
+                                                                 if TICKERS_TAG in r.tags else "")
         for r in run_requests), waiting)
     return dg.SensorResult(run_requests=run_requests, cursor=cursor)
 
