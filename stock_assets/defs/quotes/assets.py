@@ -27,6 +27,12 @@ class RawQuotesConfig(dg.Config):
         description="Fetch only these tracked symbols and merge them into the stored days; empty = all tracked.",
     )
 
+    refresh_cache: bool = Field(
+        default=False,
+        description="Ask Yahoo again instead of answering from the response cache, and keep the fresh "
+        "answers (set by the restatement sensor: after a split or dividend, cached history is stale).",
+    )
+
     @field_validator("only_tickers")
     @classmethod
     def _well_formed(cls, value: list[str]) -> list[str]:
@@ -78,7 +84,8 @@ def raw_quotes(
         return dg.Output(empty_raw_frame(), metadata={"rows_in_run": 0, "market_closed": True})
 
     try:
-        frame, report = quotes.fetch(symbols, sessions[0], sessions[-1] + pd.Timedelta(days=1), log=context.log)
+        frame, report = quotes.fetch(symbols, sessions[0], sessions[-1] + pd.Timedelta(days=1), log=context.log,
+                                     refresh_cache=config.refresh_cache)
     except CircuitOpenError as err:
         # The breaker already is the retry governance: re-running the step before its cool-down
         # would only fail fast again, so Dagster's retry policy is bypassed.
@@ -97,7 +104,8 @@ def raw_quotes(
     own = {(symbol, day) for symbol in symbols for day in own_sessions[symbol]}
     frame = frame[[key in own for key in zip(frame["symbol"], frame["trade_date"])]]
     if config.only_tickers:
-        frame.attrs[REPLACES_SYMBOLS] = symbols
+        # Only what was fetched replaces what is stored: a ticker that failed keeps its old rows.
+        frame.attrs[REPLACES_SYMBOLS] = [symbol for symbol in symbols if symbol not in report.failures]
     _per_day(context, frame, sessions)
     # The fetch figures describe the run's one fetch; the rows per day are on each partition.
     return dg.Output(
@@ -112,6 +120,7 @@ def raw_quotes(
             "dividend_events": int((frame["dividends"] > 0).sum()),
             "split_events": int((frame["stock_splits"] > 0).sum()),
             "only_tickers": dg.MetadataValue.json(list(config.only_tickers)),
+            "refresh_cache": config.refresh_cache,
         },
     )
 

@@ -50,6 +50,7 @@ from stock_assets.defs.quotes.transport import (
     UpstreamUnreachable,
     govern,
     observing,
+    refreshing,
 )
 from stock_assets.defs.quotes.archive import PriceArchive
 from stock_assets.defs.quotes.replay import replay_session
@@ -117,6 +118,7 @@ class FetchReport:
             "upstream_requests": trace.upstream_requests,
             "history_requests": trace.history_requests,
             "cache_hits": trace.cache_hits,
+            "cache_refreshes": trace.cache_refreshes,
             "retries": trace.retries,
             "http_429s": trace.http_429,
             "failed_attempts": trace.failed_attempts,
@@ -263,8 +265,11 @@ class QuoteClient(dg.ConfigurableResource):
         return Governance(policy, PostgresRateLimiter(engine, scope, limit), PostgresBreaker(engine, scope, breaker),
                           PostgresResponseCache(engine) if self.cache_enabled else None)
 
-    def daily_bars(self, symbol: str, start: dt.date, end: dt.date) -> pd.DataFrame:
+    def daily_bars(self, symbol: str, start: dt.date, end: dt.date, refresh_cache: bool = False) -> pd.DataFrame:
         """Bars for start <= trade date < end, in the raw landing schema (RAW_COLUMNS).
+
+        `refresh_cache` asks Yahoo even when the response cache holds an answer for this window
+        (and replaces that answer): a refetch after a split or dividend must not get old prices.
 
         Raises TickerFetchError when Yahoo has no data for the symbol, refuses it, keeps failing
         after every retry, or answers a window that holds trading days with no bars at all (an
@@ -278,7 +283,7 @@ class QuoteClient(dg.ConfigurableResource):
             f"{symbol}: Yahoo returned no bars for {start}..{last_day}, which holds sessions of its exchange "
             "(an empty answer is never taken for 'no trading')"
         )
-        with _session_lease(session), observing() as governed:
+        with _session_lease(session), observing() as governed, refreshing(refresh_cache):
             # yfinance caches past windows in-process by URL alone, whichever session asked: a cached
             # answer from another source (or an earlier failure) must never stand in for this one.
             YfData.cache_get.cache_clear()
@@ -318,9 +323,13 @@ class QuoteClient(dg.ConfigurableResource):
         return to_raw_frame(symbol, history, source=self.source, meta=meta)
 
     def fetch(
-        self, symbols: list[str], start: dt.date, end: dt.date, log: dg.DagsterLogManager | None = None
+        self, symbols: list[str], start: dt.date, end: dt.date, log: dg.DagsterLogManager | None = None,
+        refresh_cache: bool = False,
     ) -> tuple[pd.DataFrame, FetchReport]:
         """Fetch every symbol's whole window, one request per ticker, `max_parallel_tickers` at once.
+
+        `refresh_cache`: ask upstream for every window even if the response cache has it (see
+        `daily_bars`).
 
         A ticker that fails is recorded in the report and does not stop the others. An open
         circuit breaker or an unreachable source stops the whole fetch (the exception carries the
@@ -331,7 +340,7 @@ class QuoteClient(dg.ConfigurableResource):
         session = self.session
         workers = max(1, min(self.max_parallel_tickers, len(symbols)))
         with _session_lease(session), ThreadPoolExecutor(workers, thread_name_prefix="quotes") as pool:
-            futures = {pool.submit(self._fetch_one, symbol, start, end, report): symbol for symbol in symbols}
+            futures = {pool.submit(self._fetch_one, symbol, start, end, report, refresh_cache): symbol for symbol in symbols}
             try:
                 for future in as_completed(futures):
                     symbol = futures[future]
@@ -352,11 +361,12 @@ class QuoteClient(dg.ConfigurableResource):
         frame = pd.concat(ordered, ignore_index=True) if ordered else empty_raw_frame()
         return frame, report
 
-    def _fetch_one(self, symbol: str, start: dt.date, end: dt.date, report: FetchReport) -> pd.DataFrame:
+    def _fetch_one(self, symbol: str, start: dt.date, end: dt.date, report: FetchReport,
+                   refresh_cache: bool = False) -> pd.DataFrame:
         began = time.perf_counter()
         try:
             with observing(report.trace):
-                return self.daily_bars(symbol, start, end)
+                return self.daily_bars(symbol, start, end, refresh_cache=refresh_cache)
         finally:
             report.ticker_latencies_s.append(time.perf_counter() - began)
 

@@ -9,17 +9,14 @@ from sqlalchemy import text
 from stock_assets.database.resource import PostgresResource
 from stock_assets.defs.prices.sensors import market_today
 from stock_assets.defs.quotes.resources import QuoteClient
+from stock_assets.defs.quotes.ticker_runs import ticker_run_request
 from stock_assets.jobs import daily_prices_job
-from stock_assets.partitions import FIRST_DAY, range_tags
+from stock_assets.partitions import FIRST_DAY
 
 
 def history_backfill(symbols: list[str], first: dt.date, last: dt.date, trigger: str) -> dg.RunRequest:
     """One run fetching `symbols` over [first, last] and merging them into the stored days."""
-    return dg.RunRequest(
-        run_key=f"{trigger}:{','.join(symbols)}:{first}:{last}",
-        run_config={"ops": {"raw_quotes": {"config": {"only_tickers": symbols}}}},
-        tags={**range_tags(first, last), "stock_assets/trigger": trigger, "stock_assets/tickers": ",".join(symbols)},
-    )
+    return ticker_run_request(symbols, first, last, trigger)
 
 
 @dg.sensor(
