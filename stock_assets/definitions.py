@@ -47,7 +47,8 @@ def build_resources() -> dict[str, object]:
         "database": database,
         # The quote client keeps its rate limit, breaker and cache in the same database, so every
         # run and every step process shares them.
-        "quotes": QuoteClient(source=settings.quote_source(), database=database),
+        "quotes": QuoteClient(source=settings.quote_source(), database=database,
+                              replay_archive=settings.configured_replay_archive()),
         "tickers": TickerSelection(tickers=settings.configured_tickers() or []),
         "landing_io_manager": LandingIOManager.from_environment(),
         "gap_policy": GapPolicy(),

@@ -100,10 +100,10 @@ def _check_range(start: dt.date, end: dt.date) -> None:
     if start < dt.date.fromisoformat(FIRST_DAY):
         raise DemoRangeError(f"The partitions start on {FIRST_DAY}; {start} is before them")
     if settings.quote_source() == "replay":
-        archive = PriceArchive.bundled()
+        archive = PriceArchive.configured()
         if start > archive.last_date or end < archive.first_date:
             raise DemoRangeError(
-                f"The bundled replay covers {archive.first_date}..{archive.last_date}; {start}..{end} is outside it"
+                f"The replay archive covers {archive.first_date}..{archive.last_date}; {start}..{end} is outside it"
             )
 
 

@@ -22,6 +22,14 @@ and details:
   a failure fails this check, naming the day. With the
   replay source the newest session that can exist is the archive's last day, and being behind is
   a warning, not a failure (a replay never advances on its own).
+- `ticker_gaps`: per-ticker completeness over the gap sensor's look-back window: every tracked
+  ticker (`STOCK_ASSETS_TICKERS`) that has no clean bar on a materialized session it should have
+  traded (in the clean landing data, and in `market.prices` for months loaded since), as
+  `SYMBOL day`. A hole more than `max_stale_sessions` sessions old fails (the gap sensor should
+  have refilled it by then); a newer one warns.
+- `warning_checks`: the non-blocking checks of `cleaned_prices` (`rejected_share`,
+  `tickers_complete`) whose current result is a failure on a day of the look-back window: they do
+  not stop a run, so nothing else shows them. A warning, naming the days.
 - `daemon`: Dagster's daemon heartbeats (schedules, sensors, backfills and the run queue need it).
 
 Nothing here starts a server or changes data: an embedded PostgreSQL that is not running is
@@ -195,19 +203,21 @@ def check_quote_source(client: QuoteClient) -> CheckResult:
 def _check_replay(client: QuoteClient, done: Callable[..., CheckResult]) -> CheckResult:
     from stock_assets.defs.quotes.archive import PriceArchive
 
+    probe = PROBE_SYMBOL
     try:
-        archive = PriceArchive.bundled()
+        archive = client.archive()  # the bundled one, or STOCK_ASSETS_REPLAY_ARCHIVE's
+        probe = PROBE_SYMBOL if PROBE_SYMBOL in archive.symbols else archive.symbols[0]
         start = archive.last_date - dt.timedelta(days=7)
-        bars = client.daily_bars(PROBE_SYMBOL, start, archive.last_date + dt.timedelta(days=1))
+        bars = client.daily_bars(probe, start, archive.last_date + dt.timedelta(days=1))
     except Exception as err:  # noqa: BLE001
-        return done(FAIL, f"replay: the bundled archive does not answer: {_first_line(err)}", {"source": "replay"})
+        return done(FAIL, f"replay: the archive does not answer: {_first_line(err)}", {"source": "replay"})
     details = {"source": "replay", "archive_first_day": archive.first_date.isoformat(),
                "archive_last_day": archive.last_date.isoformat(), "archive_tickers": len(archive.symbols),
-               "probe_symbol": PROBE_SYMBOL, "probe_bars": len(bars)}
+               "probe_symbol": probe, "probe_bars": len(bars)}
     if bars.empty:
-        return done(FAIL, f"replay: {PROBE_SYMBOL} answered no bars for {start}..{archive.last_date}", details)
+        return done(FAIL, f"replay: {probe} answered no bars for {start}..{archive.last_date}", details)
     return done(OK, f"replay: archive {archive.first_date}..{archive.last_date}, {len(archive.symbols)} tickers; "
-                    f"{PROBE_SYMBOL} answered {len(bars)} bars through yfinance", details)
+                    f"{probe} answered {len(bars)} bars through yfinance", details)
 
 
 def _check_yahoo(client: QuoteClient, done: Callable[..., CheckResult]) -> CheckResult:
@@ -354,7 +364,7 @@ def check_daily_partitions(
         if source == "replay":
             from stock_assets.defs.quotes.archive import PriceArchive
 
-            expected = min(expected, PriceArchive.bundled().last_date)
+            expected = min(expected, PriceArchive.configured().last_date)
             details.update(due_session=expected.isoformat(), due_because="the replay archive's last day")
         if engine is not None:
             try:
@@ -417,6 +427,106 @@ def check_daemon(instance: dg.DagsterInstance | None, now: dt.datetime, instance
             return done(WARN, f"no recent heartbeat from {', '.join(stale)}: schedules, sensors, backfills and the "
                               "run queue need `dagster-daemon run` (started by `make dev`)", details)
         return done(OK, f"{len(beats)} daemons alive (oldest heartbeat {max(ages.values()):.0f} s ago)", details)
+
+
+# -- completeness: per-ticker holes and failing warning checks ----------------------------------
+
+# Sessions before the one due now that health (like the gap sensor) looks at.
+COMPLETENESS_LOOKBACK_DAYS = 30
+
+
+def _completeness_window(now: dt.datetime, source: str, lookback_days: int) -> list[dt.date]:
+    from stock_assets.defs.prices.gaps import sessions_in_window
+
+    expected = expected_session(now)
+    if source == "replay":
+        from stock_assets.defs.quotes.archive import PriceArchive
+
+        expected = min(expected, PriceArchive.bundled().last_date)
+    return sessions_in_window(expected + dt.timedelta(days=1), lookback_days)
+
+
+def check_ticker_gaps(
+    instance: dg.DagsterInstance | None, engine: Engine | None, store: Any, symbols: list[str], now: dt.datetime,
+    source: str, max_stale_sessions: int = 1, lookback_days: int = COMPLETENESS_LOOKBACK_DAYS,
+    instance_error: str | None = None,
+) -> CheckResult:
+    """Tickers without a clean bar on a materialized session of the window (see the module doc)."""
+    from stock_assets.defs.prices.gaps import ticker_holes
+
+    with _timed("ticker_gaps") as done:
+        if instance is None:
+            return done(SKIPPED, f"the Dagster instance is not available: {instance_error or 'not configured'}")
+        sessions = _completeness_window(now, source, lookback_days)
+        if not sessions:
+            return done(OK, "no session in the look-back window")
+        try:
+            holes = ticker_holes(instance, engine, store, symbols, sessions)
+        except Exception as err:  # noqa: BLE001 - an unreadable landing zone is the finding
+            return done(FAIL, f"cannot look for missing ticker bars: {_first_line(err)}")
+        window = f"{sessions[0]}..{sessions[-1]}"
+        details: dict[str, Any] = {"window": window, "tickers_expected": len(symbols),
+                                   "holes": [str(hole) for hole in holes[:FAILING_SAMPLE * 5]],
+                                   "tickers": {}, "where": {}}
+        for hole in holes:
+            details["tickers"][hole.symbol] = details["tickers"].get(hole.symbol, 0) + 1
+            details["where"][hole.where] = details["where"].get(hole.where, 0) + 1
+        if not holes:
+            return done(OK, f"every one of {len(symbols)} tracked tickers has a bar on every stored session of "
+                            f"{window}", details)
+        overdue = [hole for hole in holes if sessions_behind(hole.session, sessions[-1]) > max_stale_sessions]
+        details["overdue"] = len(overdue)
+        named = ", ".join(str(hole) for hole in holes[:8]) + (f" and {len(holes) - 8} more" if len(holes) > 8 else "")
+        summary = (f"{len(holes)} missing ticker bar(s) on stored sessions of {window} "
+                   f"({len(details['tickers'])} tickers): {named}")
+        if overdue:
+            return done(FAIL, summary + f"; {len(overdue)} older than {max_stale_sessions} session(s), not refilled "
+                                        "by the gap sensor", details)
+        return done(WARN, summary + " (the gap sensor refetches those tickers)", details)
+
+
+def check_warning_checks(
+    instance: dg.DagsterInstance | None, now: dt.datetime, source: str,
+    lookback_days: int = COMPLETENESS_LOOKBACK_DAYS, instance_error: str | None = None,
+) -> CheckResult:
+    """Non-blocking checks of cleaned_prices currently failing on a day of the look-back window."""
+    import dagster as dg
+
+    from stock_assets.defs.prices.assets import CHECKS
+
+    with _timed("warning_checks") as done:
+        if instance is None:
+            return done(SKIPPED, f"the Dagster instance is not available: {instance_error or 'not configured'}")
+        sessions = _completeness_window(now, source, lookback_days)
+        keys = [dg.AssetCheckKey(dg.AssetKey(DAILY_ASSET), spec.name) for spec in CHECKS if not spec.blocking]
+        first = sessions[0].isoformat() if sessions else "9999"
+        failing = {name: [day for day in days if day >= first]
+                   for name, days in failing_blocking_partitions(instance, keys).items()}
+        failing = {name: days for name, days in sorted(failing.items()) if days}
+        details = {"checks": [key.name for key in keys], "since": first, "failing": failing}
+        if not failing:
+            return done(OK, f"no warning check of {DAILY_ASSET} failing since {first}", details)
+        return done(WARN, "failing (not blocking): " + "; ".join(
+            f"{name} on {_days(days)}" for name, days in failing.items()), details)
+
+
+def completeness_checks(
+    instance: dg.DagsterInstance | None, engine: Engine | None, now: dt.datetime, source: str,
+    max_stale_sessions: int = 1, instance_error: str | None = None,
+) -> list[CheckResult]:
+    """`ticker_gaps` and `warning_checks` for the configured tickers and landing zone."""
+    from stock_assets.defs.universe.resources import TickerSelection
+    from stock_assets.landing.io_manager import LandingIOManager
+
+    try:
+        store = LandingIOManager(url=settings.configured_landing_url()).store()  # the runs' landing zone
+        symbols = TickerSelection(tickers=settings.configured_tickers() or []).symbols()
+    except Exception as err:  # noqa: BLE001 - a bad landing URL or ticker list is the finding
+        return [CheckResult("ticker_gaps", FAIL, f"cannot read the configuration: {_first_line(err)}"),
+                check_warning_checks(instance, now, source, instance_error=instance_error)]
+    return [check_ticker_gaps(instance, engine, store, symbols, now, source, max_stale_sessions,
+                              instance_error=instance_error),
+            check_warning_checks(instance, now, source, instance_error=instance_error)]
 
 
 # -- putting it together -------------------------------------------------------------------------
@@ -501,10 +611,13 @@ def run_health(
             "not requested" if not use_instance else "the database is not reachable")
         checks.append(check_daily_partitions(instance, engine if database_ok else None, now, source,
                                              max_stale_sessions, instance_error=why))
+        checks.extend(completeness_checks(instance, engine if database_ok else None, now, source,
+                                          max_stale_sessions, instance_error=why))
         checks.append(check_daemon(instance, now, instance_error=why))
     else:
         with open_instance() as (opened, error):
             checks.append(check_daily_partitions(opened, engine, now, source, max_stale_sessions, error))
+            checks.extend(completeness_checks(opened, engine, now, source, max_stale_sessions, error))
             checks.append(check_daemon(opened, now, error))
     if engine is not None:
         engine.dispose()

@@ -6,6 +6,7 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from stock_assets import settings
 from stock_assets.partitions import MARKET_TIMEZONE, is_trading_day
 
 daily_prices_job = dg.define_asset_job(
@@ -35,8 +36,9 @@ universe_job = dg.define_asset_job(
 )
 def daily_prices_schedule(context: dg.ScheduleEvaluationContext):
     day = _scheduled_day(context)
-    if not is_trading_day(day):
-        return dg.SkipReason(f"{day} is not an NYSE session (holiday): nothing to fetch")
+    if not _some_listing_trades(day):
+        return dg.SkipReason(f"{day} is not a session of any tracked listing's exchange (NYSE holiday): "
+                             "nothing to fetch")
     return dg.RunRequest(run_key=day.isoformat(), partition_key=day.isoformat())
 
 
@@ -48,10 +50,23 @@ def daily_prices_schedule(context: dg.ScheduleEvaluationContext):
 )
 def monthly_warehouse_schedule(context: dg.ScheduleEvaluationContext):
     day = _scheduled_day(context)
-    if not is_trading_day(day):
-        return dg.SkipReason(f"{day} is not an NYSE session (holiday): the month did not change")
+    if not _some_listing_trades(day):
+        return dg.SkipReason(f"{day} is not a session of any tracked listing's exchange (NYSE holiday): "
+                             "the month did not change")
     month = day.replace(day=1).isoformat()
     return dg.RunRequest(run_key=f"{month}@{day.isoformat()}", partition_key=month)
+
+
+def _some_listing_trades(day: dt.date) -> bool:
+    """Whether `day` is a session of some tracked listing's exchange (a NYSE holiday is a London
+    session for OCDO.L); US listings only (the default) means: a NYSE session."""
+    if is_trading_day(day):
+        return True
+    from stock_assets.defs.universe.resources import TickerSelection
+    from stock_assets.markets import exchange_of, is_session
+
+    tracked = TickerSelection(tickers=settings.configured_tickers() or []).symbols()
+    return any(is_session(code, day) for code in {exchange_of(symbol).calendar for symbol in tracked})
 
 
 def _scheduled_day(context: dg.ScheduleEvaluationContext) -> dt.date:

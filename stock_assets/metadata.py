@@ -62,13 +62,17 @@ _OHLC = [
 RAW_QUOTES_SCHEMA = _schema(
     [
         _column("symbol", "string", "Yahoo symbol as requested"),
-        _column("trade_date", "date32", "session date, New York time"),
+        _column("trade_date", "date32", "session date, the exchange's local date"),
         *(_column(name, "double", f"{text}, as Yahoo sent it (float32 noise included)") for name, text in _OHLC),
         _column("volume", "double", "shares traded, as Yahoo sent it"),
         _column("dividends", "double", "cash dividend going ex on trade_date (0 when none)"),
         _column("stock_splits", "double", "split ratio effective on trade_date (0 when none)"),
         _column("source", "string", "'replay' (bundled recorded data) or 'yahoo' (live)"),
         _column("fetched_at", "timestamp[us, tz=UTC]", "when the row was fetched"),
+        _column("currency", "string", "quote currency from Yahoo's chart meta (GBp = pence)"),
+        _column("exchange", "string", "Yahoo's exchangeName (NMS, NYQ, LSE, GER, JPX, ...)"),
+        _column("exchange_timezone", "string", "exchangeTimezoneName: trade_date is the local date there"),
+        _column("instrument_type", "string", "Yahoo's instrumentType (EQUITY, ETF, ...)"),
     ],
     "one file per partition: <landing>/raw_quotes/<YYYY>/<YYYY-MM-DD>.parquet",
 )
@@ -76,12 +80,13 @@ RAW_QUOTES_SCHEMA = _schema(
 CLEANED_PRICES_SCHEMA = _schema(
     [
         _column("symbol", "string", "Yahoo symbol, upper-cased and validated", nullable=False),
-        _column("trade_date", "date32", "session date, New York time", nullable=False),
+        _column("trade_date", "date32", "session date, the exchange's local date", nullable=False),
         *(_column(name, "double", f"{text}, rounded to 6 decimals", nullable=False) for name, text in _OHLC),
         _column("volume", "int64", "shares traded (> 0)", nullable=False),
         _column("dividend", "double", "cash dividend going ex on trade_date (0 when none)", nullable=False),
         _column("split_ratio", "double", "split ratio effective on trade_date (1 when none)", nullable=False),
         _column("source", "string", "'replay' or 'yahoo'", nullable=False),
+        _column("currency", "string", "currency of the prices, major units (GBP, not GBp pence)", nullable=False),
     ],
     "unique (symbol, trade_date)",
     "low <= open, close <= high",
@@ -195,6 +200,7 @@ COLUMN_LINEAGE: dict[str, dg.TableColumnLineage] = {
             **_same_columns("raw_quotes", ["symbol", "trade_date", *_PRICE_FIELDS, "source"]),
             "dividend": _deps(("raw_quotes", "dividends")),
             "split_ratio": _deps(("raw_quotes", "stock_splits")),
+            "currency": _deps(("raw_quotes", "currency")),
         }
     ),
     "monthly_prices": dg.TableColumnLineage(

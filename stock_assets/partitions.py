@@ -1,9 +1,15 @@
 """Partitions and the trading calendar, shared by every domain.
 
-Daily assets are partitioned by calendar day in New York time, so that each month maps exactly
-onto its days. Weekends and NYSE holidays are partitions on which the market was closed: assets
-materialize them as "market closed" (an empty day) without asking Yahoo, schedules skip them,
-and the gap sensor does not count them as gaps.
+Daily assets are partitioned by calendar day, so that each month maps exactly onto its days. A
+partition holds each listing's bar of that day in the listing's own exchange time (a London bar of
+2020-07-03 is in partition 2020-07-03). Each listing is expected on its own exchange's sessions
+(stock_assets/markets.py: NYSE for US listings, XLON for OCDO.L, XTKS for 4063.T); a day on which
+no tracked listing's exchange trades is materialized as "market closed" (an empty day) without
+asking Yahoo, and the schedules skip it. The NYSE helpers below (`trading_days`, `is_trading_day`)
+remain the US calendar.
+
+The first partition is the 1st of the month of `STOCK_ASSETS_FIRST_DAY` (settings.py), 2016-01-01
+by default.
 """
 
 from __future__ import annotations
@@ -15,11 +21,18 @@ import dagster as dg
 import exchange_calendars
 import pandas as pd
 
+from stock_assets import settings
+
 MARKET_TIMEZONE = "America/New_York"
 # The tags that make one run cover a range of partitions (what a single-run backfill launches).
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
-FIRST_DAY = "2016-01-01"
+# The first partition: STOCK_ASSETS_FIRST_DAY (settings.py), 2016-01-01 unless set, e.g. 1990-01-01
+# or a listing's first trade (TSLA: 2010-06-29), taken back to the 1st of its month: a monthly
+# partition maps onto all of its days, so a month's days must all exist (days before a listing's
+# first trade simply hold no bar of it).
+FIRST_MONTH = dt.date.fromisoformat(settings.first_day()).replace(day=1).isoformat()
+FIRST_DAY = FIRST_MONTH
 
 trading_day_partitions = dg.DailyPartitionsDefinition(
     start_date=FIRST_DAY,
@@ -29,7 +42,7 @@ trading_day_partitions = dg.DailyPartitionsDefinition(
 )
 
 monthly_partitions = dg.MonthlyPartitionsDefinition(
-    start_date="2016-01-01",
+    start_date=FIRST_MONTH,
     timezone=MARKET_TIMEZONE,
     # Include the running month so its partition fills in day by day.
     end_offset=1,
@@ -38,7 +51,8 @@ monthly_partitions = dg.MonthlyPartitionsDefinition(
 
 @lru_cache(maxsize=1)
 def _nyse() -> exchange_calendars.ExchangeCalendar:
-    return exchange_calendars.get_calendar("XNYS", start="2010-01-01")
+    start = min(dt.date.fromisoformat(FIRST_DAY), dt.date(2010, 1, 1)).replace(month=1, day=1)
+    return exchange_calendars.get_calendar("XNYS", start=start.isoformat())
 
 
 def trading_days(start: dt.date, end: dt.date) -> list[dt.date]:

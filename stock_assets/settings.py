@@ -17,10 +17,16 @@ is a matter of environment variables, never a code change.
 | STOCK_ASSETS_POOL_LIMITS      | Dagster concurrency pool limits applied at start-up,       | `yahoo=1,postgres=4`         |
 |                               | `name=limit,...` (merged over the defaults)                |                              |
 | DAGSTER_EVENT_BATCH_SIZE      | Dagster's own: events per storage write in a range run     | `1000`                       |
+| STOCK_ASSETS_FIRST_DAY        | start of the history (ISO date, e.g. 1990-01-01, or        | `2016-01-01`                 |
+|                               | 2010-06-29); partitions start on the 1st of its month      |                              |
+| STOCK_ASSETS_REPLAY_ARCHIVE   | what the offline `replay` source serves: a CSV archive     | the bundled sample           |
+|                               | (.csv or .csv.gz) or a folder of recorded chart responses  |                              |
+|                               | (README "Your own universe")                               |                              |
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -31,6 +37,10 @@ TICKERS_ENV = "STOCK_ASSETS_TICKERS"
 STATE_DIR_ENV = "STOCK_ASSETS_STATE_DIR"
 LANDING_URL_ENV = "STOCK_ASSETS_LANDING_URL"
 POOL_LIMITS_ENV = "STOCK_ASSETS_POOL_LIMITS"
+FIRST_DAY_ENV = "STOCK_ASSETS_FIRST_DAY"
+REPLAY_ARCHIVE_ENV = "STOCK_ASSETS_REPLAY_ARCHIVE"
+# The bundled sample starts in January 2016.
+DEFAULT_FIRST_DAY = "2016-01-01"
 
 # Dagster concurrency pools (instance-wide, so fleet-wide when every worker shares one instance):
 # `yahoo` keeps the whole fleet to one Yahoo fetch at a time (Yahoo throttles per IP at about one
@@ -98,3 +108,23 @@ def pool_limits() -> dict[str, int]:
             )
         limits[name] = int(value)
     return limits
+
+
+def first_day() -> str:
+    """The first daily partition (ISO date): `STOCK_ASSETS_FIRST_DAY`, default 2016-01-01."""
+    raw = os.environ.get(FIRST_DAY_ENV, "").strip()
+    if not raw:
+        return DEFAULT_FIRST_DAY
+    try:
+        day = dt.date.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(f"{FIRST_DAY_ENV}: expected an ISO date like 1990-01-01, got {raw[:40]!r}") from None
+    if day < dt.date(1970, 1, 1) or day > dt.date.today():
+        raise ValueError(f"{FIRST_DAY_ENV}: {day} is outside 1970-01-01..today")
+    return day.isoformat()
+
+
+def configured_replay_archive() -> str | None:
+    """The replay archive's path from the environment, or None for the bundled sample."""
+    raw = os.environ.get(REPLAY_ARCHIVE_ENV, "").strip()
+    return str(Path(raw).expanduser()) if raw else None

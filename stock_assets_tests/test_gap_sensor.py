@@ -43,10 +43,12 @@ def resources(database, tmp_path):
             "landing_io_manager": LandingIOManager(base_dir=str(tmp_path / "landing"))}
 
 
-def _evaluate(instance, database, cursor=None, lookback=10):
+def _evaluate(instance, resources, cursor=None, lookback=10, policy=None):
     with dg.build_sensor_context(
         instance=instance, cursor=cursor,
-        resources={"database": database, "quotes": QuoteClient(), "gap_policy": GapPolicy(lookback_days=lookback)},
+        resources={"database": resources["database"], "quotes": QuoteClient(),
+                   "gap_policy": policy or GapPolicy(lookback_days=lookback), "tickers": resources["tickers"],
+                   "landing_io_manager": resources["landing_io_manager"]},
     ) as context:
         return gap_sensor(context)
 
@@ -64,13 +66,13 @@ def test_missing_and_failed_days_become_one_request_per_contiguous_range(instanc
     failed = _materialize(instance, broken, ["raw_quotes", "cleaned_prices"], "2020-10-26", raise_on_error=False)
     assert not failed.success
 
-    result = _evaluate(instance, database)
+    result = _evaluate(instance, resources)
     # 10-21/10-22 were never materialized; 10-26's cleaning failed. Weekends are not gaps.
     assert _ranges(result) == [("2020-10-21", "2020-10-22"), ("2020-10-26", "2020-10-26")]
     assert all(r.tags["stock_assets/trigger"] == "gap_sensor" for r in result.run_requests)
 
     # The cursor remembers what was asked: the next tick requests nothing new.
-    again = _evaluate(instance, database, cursor=result.cursor)
+    again = _evaluate(instance, resources, cursor=result.cursor)
     assert again.run_requests == [] and again.skip_reason is not None
     assert set(json.loads(again.cursor)["requested"]) == {"2020-10-21..2020-10-22", "2020-10-26..2020-10-26"}
 
@@ -81,16 +83,16 @@ def test_ranges_already_queued_or_running_are_not_requested(instance, resources,
     job = defs.resolve_job_def("daily_prices_job")
     instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED,
                                 tags={RANGE_START_TAG: "2020-10-21", RANGE_END_TAG: "2020-10-22"})
-    assert _ranges(_evaluate(instance, database)) == [("2020-10-20", "2020-10-20")]
+    assert _ranges(_evaluate(instance, resources)) == [("2020-10-20", "2020-10-20")]
 
 
 def test_rows_deleted_behind_dagsters_back_are_gaps(instance, resources, database):
     assert _materialize(instance, resources, ["raw_quotes", "cleaned_prices"], "2020-10-01", "2020-10-31").success
     assert _materialize(instance, resources, ["monthly_prices"], "2020-10-01").success
-    assert _evaluate(instance, database).run_requests == []
+    assert _evaluate(instance, resources).run_requests == []
     with database.begin() as conn:
         conn.execute(text("DELETE FROM market.prices WHERE trade_date IN ('2020-10-19', '2020-10-20')"))
-    assert _ranges(_evaluate(instance, database)) == [("2020-10-19", "2020-10-20")]
+    assert _ranges(_evaluate(instance, resources)) == [("2020-10-19", "2020-10-20")]
 
 
 def test_contiguity_spans_weekends_and_holidays_only():
@@ -98,3 +100,24 @@ def test_contiguity_spans_weekends_and_holidays_only():
             dt.date(2020, 9, 10)]  # Thu: 9-09 was a session in between, so a new range
     assert contiguous_ranges(days) == [(dt.date(2020, 9, 4), dt.date(2020, 9, 8)),
                                        (dt.date(2020, 9, 10), dt.date(2020, 9, 10))]
+
+
+def test_one_tickers_rows_deleted_from_the_warehouse_are_refetched_for_that_ticker_only(instance, resources, database):
+    assert _materialize(instance, resources, ["raw_quotes", "cleaned_prices"], "2020-10-01", "2020-10-31").success
+    assert _materialize(instance, resources, ["monthly_prices"], "2020-10-01").success
+    with database.begin() as conn:
+        conn.execute(text("DELETE FROM market.prices WHERE symbol = 'MSFT' AND trade_date IN ('2020-10-20', '2020-10-22')"))
+    result = _evaluate(instance, resources)
+    [request] = result.run_requests  # not the whole days: AAPL's rows are there
+    assert request.run_config == {"ops": {"raw_quotes": {"config": {"only_tickers": ["MSFT"]}}}}
+    assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == ("2020-10-20", "2020-10-22")
+    assert sorted(json.loads(result.cursor)["holes"]) == ["MSFT 2020-10-20", "MSFT 2020-10-22"]
+
+    # The refetch re-cleans the days: until the month is reloaded, market.prices is not asked about them.
+    assert _materialize(instance, resources, ["raw_quotes", "cleaned_prices"], "2020-10-20", "2020-10-22").success
+    assert _evaluate(instance, resources).run_requests == []
+    assert _materialize(instance, resources, ["monthly_prices"], "2020-10-01").success
+    assert _evaluate(instance, resources).run_requests == []
+    with database.begin() as conn:
+        assert conn.execute(text("SELECT count(*) FROM market.prices WHERE symbol = 'MSFT' AND trade_date "
+                                 "BETWEEN '2020-10-20' AND '2020-10-22'")).scalar_one() == 3

@@ -83,14 +83,17 @@ def test_healthy_system_exits_0_with_json_for_machines(health_db, database_url, 
         _materialize_days(instance, health_db, tmp_path, "2020-10-26", "2020-10-27")
 
     env = {key: value for key, value in os.environ.items() if not key.startswith(("DAGSTER_", "STOCK_ASSETS_"))}
-    env.update(dagster_env, **{settings.DATABASE_URL_ENV: health_db, settings.STATE_DIR_ENV: str(tmp_path / "state")})
+    env.update(dagster_env, **{settings.DATABASE_URL_ENV: health_db, settings.STATE_DIR_ENV: str(tmp_path / "state"),
+                               settings.LANDING_URL_ENV: str(tmp_path / "landing"),
+                               settings.TICKERS_ENV: "AAPL,MSFT"})
     result = _cli(env, "--json")
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     report = json.loads(result.stdout)
     checks = {name: check["status"] for name, check in report["checks"].items()}
     assert report["healthy"] is True
     assert checks == {"database": OK, "quote_source": OK, "rate_limiter": OK, "circuit_breaker": OK,
-                      "daily_partitions": OK, "daemon": WARN}  # no daemon runs in this test
+                      "daily_partitions": OK, "ticker_gaps": OK, "warning_checks": OK,
+                      "daemon": WARN}  # no daemon runs in this test
     daily = report["checks"]["daily_partitions"]["details"]
     assert daily["last_good_partition"] == "2020-10-27" and daily["sessions_behind"] == 0
     assert daily["blocking_checks"] == {"ohlc_consistent": "SUCCEEDED", "unique_symbol_date": "SUCCEEDED"}
@@ -115,7 +118,8 @@ def test_unreachable_database_exits_1_and_skips_what_depends_on_it(tmp_path):
     statuses = {name: check["status"] for name, check in report["checks"].items()}
     assert report["healthy"] is False
     assert statuses == {"database": FAIL, "quote_source": OK, "rate_limiter": SKIPPED, "circuit_breaker": SKIPPED,
-                        "daily_partitions": SKIPPED, "daemon": SKIPPED}
+                        "daily_partitions": SKIPPED, "ticker_gaps": SKIPPED, "warning_checks": SKIPPED,
+                        "daemon": SKIPPED}
     assert "Connection refused" in report["checks"]["database"]["summary"]
 
 

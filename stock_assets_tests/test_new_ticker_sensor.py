@@ -42,3 +42,20 @@ def test_new_tickers_get_their_history_and_only_they(database):
     _track(database, ["AAPL", "KO"])
     third = _evaluate(database, second.cursor)
     assert third.run_requests == [] and json.loads(third.cursor) == ["AAPL", "KO"]
+
+
+def test_a_new_listing_outside_the_index_gets_its_history(database):
+    """An ETF and a London listing are no S&P 500 members; tracking them still fetches their history."""
+    with database.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM market.listings")
+    _track(database, ["AAPL"])
+    first = _evaluate(database, None)
+    _track(database, ["AAPL", "QQQ", "OCDO.L"])
+    [request] = _evaluate(database, first.cursor).run_requests
+    assert request.run_config == {"ops": {"raw_quotes": {"config": {"only_tickers": ["OCDO.L", "QQQ"]}}}}
+    with database.begin() as conn:
+        listed = conn.exec_driver_sql("SELECT symbol, calendar, exchange_timezone, price_currency, tracked "
+                                      "FROM market.listings ORDER BY symbol").all()
+    assert [tuple(row) for row in listed] == [("AAPL", "XNYS", "America/New_York", "USD", True),
+                                              ("OCDO.L", "XLON", "Europe/London", "GBP", True),
+                                              ("QQQ", "XNYS", "America/New_York", "USD", True)]

@@ -29,7 +29,8 @@ from stock_assets.defs.quotes.breaker import (
     PostgresBreaker,
 )
 from stock_assets.defs.quotes.cache import PostgresResponseCache
-from stock_assets.defs.quotes.emulator import YahooEmulator
+from stock_assets.defs.quotes.archive import PriceArchive
+from stock_assets.defs.quotes.emulator import YahooEmulator, history_as_known_on
 from stock_assets.defs.quotes.http_calls import parse_retry_after
 from stock_assets.defs.quotes.limiter import LocalRateLimiter, PostgresRateLimiter, RateLimit
 from stock_assets.defs.quotes.resources import QuoteClient
@@ -251,6 +252,31 @@ def test_an_expired_answer_is_asked_again(engines):
                      {"s": scope})
     session.get(url, timeout=10)
     assert len(emulator.requests_of("history")) == 2 and adapter.totals.cache_hits == 0
+
+
+def test_a_refetch_after_a_split_bypasses_the_cache_and_refills_it(database):
+    # Yahoo's history before AAPL's 4:1 split of 2020-08-31, then after it: the same past window,
+    # with different prices. The cache trusts a past window for 30 days; a refresh must not.
+    emulator = YahooEmulator(rate_per_s=1000, burst=100)
+    emulator.use_archive(history_as_known_on(PriceArchive.bundled(), dt.date(2020, 8, 31)))
+    week = (dt.date(2020, 8, 24), dt.date(2020, 8, 29))
+    with emulator.serve() as url:
+        client = QuoteClient(source="yahoo", upstream_url=url, database=database, scope=_name(), rate_per_s=0,
+                             max_retries=0)
+        before, _ = client.fetch(["AAPL"], *week)
+        emulator.use_archive(PriceArchive.bundled())  # the split went ex: Yahoo restated the past
+        cached, report = client.fetch(["AAPL"], *week)
+        assert report.trace.cache_hits == 1 and report.requests == 0  # the old prices, from the cache
+        assert cached["close"].tolist() == before["close"].tolist()
+
+        fresh, report = client.fetch(["AAPL"], *week, refresh_cache=True)
+        assert report.requests == 1 and report.trace.cache_refreshes == 1 and report.trace.cache_hits == 0
+        assert len(emulator.requests_of("history", "AAPL")) == 2
+        assert fresh["close"].to_numpy() == pytest.approx(before["close"].to_numpy() / 4, rel=1e-6)
+
+        later, report = client.fetch(["AAPL"], *week)  # the cache now holds the restated answer
+        assert report.trace.cache_hits == 1 and later["close"].tolist() == fresh["close"].tolist()
+    assert len(emulator.requests_of("history", "AAPL")) == 2
 
 
 # -- wiring and vocabulary -------------------------------------------------------------------------

@@ -41,3 +41,16 @@ def test_nyse_holiday_is_skipped():
     skip = _evaluate(daily_prices_schedule, dt.datetime(2020, 11, 26, 18, 30, tzinfo=NEW_YORK))  # Thanksgiving
     assert isinstance(skip, dg.SkipReason)
     assert "holiday" in skip.skip_message
+
+
+def test_nyse_holiday_is_a_session_for_a_tracked_london_listing(monkeypatch):
+    """Thanksgiving closes New York, not London: with OCDO.L tracked, the day is fetched."""
+    thanksgiving = dt.datetime(2020, 11, 26, 18, 30, tzinfo=NEW_YORK)
+    monkeypatch.setenv("STOCK_ASSETS_TICKERS", "AAPL,OCDO.L")
+    request = _evaluate(daily_prices_schedule, thanksgiving)
+    assert isinstance(request, dg.RunRequest) and request.partition_key == "2020-11-26"
+    # Christmas closes both.
+    assert isinstance(_evaluate(daily_prices_schedule, dt.datetime(2020, 12, 25, 18, 30, tzinfo=NEW_YORK)),
+                      dg.SkipReason)
+    monkeypatch.setenv("STOCK_ASSETS_TICKERS", "AAPL,MSFT")
+    assert isinstance(_evaluate(daily_prices_schedule, thanksgiving), dg.SkipReason)

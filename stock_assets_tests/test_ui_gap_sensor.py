@@ -1,9 +1,11 @@
 """End to end with the daemon: the gap sensor makes the data whole again.
 
-Fault injected: two trading days' rows deleted from `market.prices` behind Dagster's back, and a
-third day's fetch failed. Asserts: with the gap sensor turned on, the daemon's ticks request the
-gaps, the runs succeed, the month reloads (declarative automation), and every trading day of the
-month has its rows again.
+Fault injected: two trading days' rows deleted from `market.prices` behind Dagster's back, one
+ticker's row of a third day deleted the same way, and a failed run fetching one (unknown) ticker
+for a fourth day. Asserts: with the gap sensor turned on, the daemon's ticks request the two whole
+days as one range, the third day for that ticker only, nothing for the fourth (its data is intact),
+the runs succeed, the month reloads (declarative automation), and every trading day of the month
+has its rows again.
 """
 
 from __future__ import annotations
@@ -62,10 +64,12 @@ def test_gap_sensor_ticks_make_the_data_whole_again(dagster_ui):
     # The faults: two days' rows deleted behind Dagster's back, and a failed fetch of a third day.
     with psycopg.connect(libpq_url(ui.pipeline_url), autocommit=True) as conn:
         conn.execute("DELETE FROM market.prices WHERE trade_date IN ('2020-10-20', '2020-10-21')")
-    failed = _launch(ui, "daily_prices_job", {"dagster/partition": "2020-10-14"},
+        conn.execute("DELETE FROM market.prices WHERE trade_date = '2020-10-14' AND symbol = 'XOM'")
+    failed = _launch(ui, "daily_prices_job", {"dagster/partition": "2020-10-07"},
                      {"ops": {"raw_quotes": {"config": {"only_tickers": ["ZZZZ"]}}}})
     assert ui.wait_for_run(failed) == DagsterRunStatus.FAILURE
     assert len(_rows_per_day(ui.pipeline_url)) == OCTOBER_SESSIONS - 2
+    assert _rows_per_day(ui.pipeline_url)["2020-10-14"] == len(UI_TICKERS) - 1
 
     started = ui.graphql(START_SENSOR, {"selector": {
         "repositoryLocationName": "stock_assets", "repositoryName": "__repository__", "sensorName": "gap_sensor"}})
@@ -77,9 +81,12 @@ def test_gap_sensor_ticks_make_the_data_whole_again(dagster_ui):
 
     _wait(lambda: len(gap_runs()) >= 3 and all(r["status"] in ("SUCCESS", "FAILURE") for r in gap_runs()),
           RUN_TIMEOUT_S, "the gap sensor's runs", ui)
-    ranges = sorted(tuple({t["key"]: t["value"] for t in run["tags"]}[key] for key in RANGE) for run in gap_runs())
+    ranges = sorted(tuple({t["key"]: t["value"] for t in run["tags"]}.get(key, "-")
+                          for key in (*RANGE, "stock_assets/tickers")) for run in gap_runs())
     # The 30-day look-back from the replay's 2020-10-28 also reaches the never-loaded end of September.
-    assert ranges == [("2020-09-28", "2020-09-30"), ("2020-10-14", "2020-10-14"), ("2020-10-20", "2020-10-21")]
+    # 2020-10-07 is not refetched: only the run for ZZZZ failed there, the day's data is whole.
+    assert ranges == [("2020-09-28", "2020-09-30", "-"), ("2020-10-14", "2020-10-14", "XOM"),
+                      ("2020-10-20", "2020-10-21", "-")]
     assert {run["status"] for run in gap_runs()} == {"SUCCESS"}
 
     # The month follows its re-materialized days declaratively, and the data is whole again.

@@ -40,16 +40,27 @@ def test_malformed_symbols_are_rejected_with_a_clear_error(bad):
     assert len(str(raised.value)) < 300  # and never echoes a huge input back
 
 
-def test_validate_symbol_normalises_share_classes():
-    assert validate_symbol(" brk.b ") == "BRK-B"
+def test_validate_symbol_takes_yahoo_spelling_as_it_is():
+    assert validate_symbol(" brk-b ") == "BRK-B"
     assert validate_symbol("AAPL") == "AAPL"
+    # A dot is Yahoo's exchange suffix: never rewritten to a dash.
+    assert validate_symbol("ocdo.l") == "OCDO.L"
+    assert validate_symbol("WSU.DE") == "WSU.DE"
+    assert validate_symbol("4063.T") == "4063.T"
+    assert validate_symbol("BT-A.L") == "BT-A.L"
 
 
-def test_resolve_tickers_defaults_and_rejects_unknown():
+def test_resolve_tickers_takes_any_listing_of_a_known_exchange():
     assert resolve_tickers(None, default=["MSFT", "AAPL"]) == ["AAPL", "MSFT"]
-    assert resolve_tickers(["msft", "BRK.B", "MSFT"], default=[]) == ["BRK-B", "MSFT"]
-    with pytest.raises(InvalidSymbolError, match="ZZZZ is not in the S&P 500"):
-        resolve_tickers(["AAPL", "ZZZZ"], default=[])
+    # Not S&P 500 members: an ETF, a US listing, London, Xetra and Tokyo listings.
+    assert resolve_tickers(["msft", "QQQ", "SPOT", "OCDO.L", "WSU.DE", "4063.T", "MSFT"], default=[]) == [
+        "4063.T", "MSFT", "OCDO.L", "QQQ", "SPOT", "WSU.DE"]
+    # The constituents list's spelling is not Yahoo's: the error says how Yahoo spells it.
+    with pytest.raises(InvalidSymbolError, match=r"BRK\.B: unknown exchange suffix '\.B' \(Yahoo spells the share "
+                                                 r"class BRK-B\)"):
+        resolve_tickers(["AAPL", "BRK.B"], default=[])
+    with pytest.raises(InvalidSymbolError, match=r"ZZZZ\.XX: unknown exchange suffix"):
+        resolve_tickers(["AAPL", "ZZZZ.XX"], default=[])
 
 
 def test_ticker_selection_rejects_a_bad_symbol_at_configuration():
@@ -84,3 +95,9 @@ def test_ticker_universe_upserts_idempotently(database):
     with database.begin() as conn:
         tracked = conn.execute(text("SELECT symbol FROM market.ticker_universe WHERE tracked")).scalars().all()
     assert tracked == ["AAPL"]
+
+
+def test_ticker_selection_refuses_an_unknown_exchange_at_configuration():
+    with pytest.raises(ValidationError, match=r"ABC\.XX: unknown exchange suffix"):
+        TickerSelection(tickers=["OCDO.L", "ABC.XX"])
+    assert TickerSelection(tickers=["ocdo.l", "4063.T"]).tickers == ["OCDO.L", "4063.T"]

@@ -96,7 +96,7 @@ class LandingIOManager(dg.ConfigurableIOManager):
         keys = context.asset_partition_keys
         store = self.store()
         replaced = obj.attrs.get(REPLACES_SYMBOLS)
-        if replaced:
+        if replaced is not None:  # even an empty list: replace nobody's rows, never the whole day
             by_day = {str(day): rows for day, rows in obj.groupby(obj[DATE_COLUMN].astype(str), sort=False)}
             _refuse_outside(by_day, keys)
             by_day = _merge(store, context.asset_key.path, keys, by_day, set(replaced), obj.iloc[0:0])
@@ -132,11 +132,12 @@ def _merge(store: LandingStore, asset_path, keys: list[str], by_day: dict[str, p
             merged[key] = fresh
             continue
         stored = pd.read_parquet(io.BytesIO(payload))
-        kept = stored[~stored[SYMBOL_COLUMN].isin(replaced)]
-        # A stored empty day (weekend, holiday) with nothing fresh stays empty.
+        kept = stored[~stored[SYMBOL_COLUMN].isin(replaced)] if len(stored) else stored
         parts = [frame for frame in (kept, fresh) if len(frame)]
-        combined = pd.concat(parts, ignore_index=True) if parts else empty
-        merged[key] = combined.sort_values(SYMBOL_COLUMN, ignore_index=True) if len(combined) else empty
+        if not parts:  # a weekend or holiday: stays an empty day
+            merged[key] = empty
+            continue
+        merged[key] = pd.concat(parts, ignore_index=True).sort_values(SYMBOL_COLUMN, ignore_index=True)
     return merged
 
 

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,8 +14,10 @@ from sqlalchemy import text
 from stock_assets.automation import DAILY_FRESHNESS
 from stock_assets.database.resource import PostgresResource
 from stock_assets.defs.prices.cleaning import REJECTED_COLUMNS, CleaningResult, clean_quotes
+from stock_assets.defs.universe.listings import upsert_listings
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.landing.io_manager import DATE_COLUMN, LandingIOManager, from_parquet_payloads
+from stock_assets.markets import exchange_of, sessions_by_symbol
 from stock_assets.metadata import (
     add_partition_metadata, asset_metadata, distinct_by_day, reasons_by_day, rows_by_day, share,
 )
@@ -56,7 +59,8 @@ CHECKS = [
                 f"of its raw rows and at least {REJECTED_MIN_ROWS} (identical re-fetches not counted): one bad "
                 "bar is reported by the rejections table and tickers_complete, several on one day are a "
                 "pattern. The result lists the day's rejections by reason."),
-    _check_spec("tickers_complete", "Every tracked ticker has a clean bar for every NYSE session."),
+    _check_spec("tickers_complete", "Every tracked ticker has a clean bar for every session of its own exchange "
+                "(NYSE for US listings, London for OCDO.L, Tokyo for 4063.T, ...)."),
 ]
 
 
@@ -95,6 +99,7 @@ def cleaned_prices(
     start, end = window_dates(context.partition_time_window)
     result = clean_quotes(raw_quotes, history=previous_raw_quotes(landing_io_manager, start))
     _replace_rejections(database, result, start, end)
+    listings = upsert_listings(database, raw_quotes)
 
     clean = result.clean
     raw_rows = len(raw_quotes)
@@ -107,6 +112,12 @@ def cleaned_prices(
     symbols_by_day = distinct_by_day(clean, keys, "symbol")
     sessions = trading_days(start, end)
     session_keys = {day.isoformat() for day in sessions}
+    tracked = tickers.symbols()
+    # Each listing is expected on its own exchange's sessions only (defs/universe/listings.py).
+    own_sessions = _session_keys_by_symbol(tracked, start, end)
+    calendars = {id(days): days for days in own_sessions.values()}  # one set per calendar
+    listings_per_calendar = Counter(id(days) for days in own_sessions.values())
+    any_session = set().union(*calendars.values())
     add_partition_metadata(context, {
         key: {
             "dagster/row_count": clean_by_day[key],
@@ -116,12 +127,18 @@ def cleaned_prices(
             "rejected_by_reason": dg.MetadataValue.json(reasons[key]),
             "symbols": symbols_by_day[key],
             "nyse_session": key in session_keys,  # False: weekend or holiday, zero rows expected
+            # Tracked listings whose exchange has a session that day (each is expected to have a bar).
+            "listings_in_session": sum(count for calendar, count in listings_per_calendar.items()
+                                       if key in calendars[calendar]),
         }
         for key in keys
     })
+    us_only = all(exchange_of(symbol).calendar == "XNYS" for symbol in tracked)
     counted = result.rejected[~result.rejected["reason"].isin(UNCOUNTED_REASONS)]
-    evaluation = evaluate_checks(clean, raw_by_day, rows_by_day(counted, keys), tickers.symbols(), keys,
-                                 session_keys, rejected_reasons=reasons)
+    evaluation = evaluate_checks(clean, raw_by_day, rows_by_day(counted, keys), tracked, keys, any_session,
+                                 sessions_by_symbol=own_sessions,
+                                 closed_note="NYSE closed" if us_only else "no tracked listing's exchange open",
+                                 rejected_reasons=reasons)
     yield dg.Output(
         clean,
         metadata={
@@ -133,6 +150,7 @@ def cleaned_prices(
             "rejected_by_reason_in_run": dg.MetadataValue.json(result.rejected_by_reason),
             "symbols_in_run": int(clean["symbol"].nunique()),
             "checks_in_run": dg.MetadataValue.json(evaluation.summary()),
+            "listings_described_in_run": listings,
         },
     )
     # After the Output, so that each result points at the materialization of its day it checked.
@@ -182,13 +200,17 @@ class Evaluation:
 def evaluate_checks(
     clean: pd.DataFrame, raw_by_day: Mapping[str, int], rejected_by_day: Mapping[str, int],
     symbols: Sequence[str], partitions: Sequence[str], sessions: Set[str],
+    sessions_by_symbol: Mapping[str, Set[str]] | None = None, closed_note: str = "NYSE closed",
     rejected_reasons: Mapping[str, Mapping[str, int]] | None = None,
 ) -> Evaluation:
     """Every check on every partition in `partitions` (ISO days), computed over the run at once.
 
-    `sessions` are the NYSE sessions among them: a day that is not one expects no bars, so it
-    passes unless rows turn up anyway (and are checked like any others). `rejected_by_day` counts
-    the rejections `rejected_share` judges; `rejected_reasons` (per day, per reason) is shown."""
+    `sessions` are the days among them on which some tracked listing trades: a day that is not one
+    expects no bars, so it passes unless rows turn up anyway (and are checked like any others).
+    `sessions_by_symbol` are each listing's own sessions (its exchange's calendar): a listing is
+    expected to have a bar on those days only. Without it every listing is expected on `sessions`.
+    `rejected_by_day` counts the rejections `rejected_share` judges; `rejected_reasons` (per day,
+    per reason) is shown."""
     days = _day_keys(clean)
     bad_ohlc = (
         (clean[["open", "high", "low", "close", "adj_close"]] <= 0).any(axis=1)
@@ -200,13 +222,19 @@ def evaluate_checks(
     duplicated = clean.duplicated(["symbol", "trade_date"])
     dupes_by_day = dict(iter(clean[duplicated].groupby(days[duplicated])))
     tracked = sorted(set(symbols))
+    own = {symbol: sessions for symbol in tracked}
+    own.update({symbol: days for symbol, days in (sessions_by_symbol or {}).items() if symbol in own})
+    # Listings of one calendar share a set of sessions: test each set once per day.
+    by_calendar: dict[int, tuple[Set[str], list[str]]] = {}
+    for symbol in tracked:
+        by_calendar.setdefault(id(own[symbol]), (own[symbol], []))[1].append(symbol)
     is_tracked = clean["symbol"].isin(tracked)
     tracked_by_day = clean["symbol"][is_tracked].groupby(days[is_tracked]).nunique().to_dict()
     none = clean.iloc[:0]
 
     outcomes = []
     for day in partitions:
-        closed = None if day in sessions else f"{day}: NYSE closed, no bars expected"
+        closed = None if day in sessions else f"{day}: {closed_note}, no bars expected"
         bad = bad_by_day.get(day, none)
         violations = len(bad)
         metadata: dict[str, Any] = {"violations": violations}
@@ -245,17 +273,29 @@ def evaluate_checks(
                                   f"{REJECTED_MIN_ROWS} rows)" + (f": {reasons_text}" if reasons_text else "")))
 
         missing = []
+        expected = [symbol for days, members in by_calendar.values() if day in days for symbol in members]
         if closed is None and tracked_by_day.get(day, 0) < len(tracked):
             present = set(clean["symbol"][days == day])
-            missing = [symbol for symbol in tracked if symbol not in present]
-        metadata = {"missing_bars": len(missing)}
+            missing = [symbol for symbol in expected if symbol not in present]
+        metadata = {"missing_bars": len(missing), "expected_listings": len(expected)}
         if missing:
             metadata["missing_sample"] = dg.MetadataValue.json([f"{s} {day}" for s in missing[:SAMPLE_SIZE]])
         outcomes.append(Outcome(
             "tickers_complete", day, not missing, metadata,
-            closed if not missing else f"{day}: {len(missing)} of {len(tracked)} tracked tickers have no "
+            closed if not missing else f"{day}: {len(missing)} of {len(expected)} tracked tickers have no "
                                        f"clean bar ({_names(missing)})"))
     return Evaluation(partitions=list(partitions), outcomes=outcomes)
+
+
+def _session_keys_by_symbol(symbols: Sequence[str], start, end) -> dict[str, frozenset[str]]:
+    """Each listing's own sessions in [start, end) as ISO days; listings of one calendar share one set."""
+    shared: dict[int, frozenset[str]] = {}
+    result = {}
+    for symbol, days in sessions_by_symbol(list(symbols), start, end).items():
+        if id(days) not in shared:
+            shared[id(days)] = frozenset(day.isoformat() for day in days)
+        result[symbol] = shared[id(days)]
+    return result
 
 
 def _day_keys(frame: pd.DataFrame) -> pd.Series:

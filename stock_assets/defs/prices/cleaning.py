@@ -44,11 +44,13 @@ the misdated split was repaired (the history before the -80% move divided by 5).
 that must not store wrong data cannot let a heuristic rewrite prices silently: cleaning rejects
 with a reason and the operator decides.
 
-Normalisation: symbols upper-cased to Yahoo spelling, prices rounded to 6 decimals (Yahoo's
+Normalisation: symbols upper-cased (Yahoo's spelling otherwise kept: OCDO.L stays OCDO.L), prices
+in major currency units (GBp pence become GBP pounds, `currency` says which), prices rounded to 6 decimals (Yahoo's
 float32 noise: 116.18000030517578 becomes 116.18), high/low widened by at most the rounding noise
 so OHLC stays consistent, volume as an integer, splits as a ratio (1 when none). Columns the raw
 frame carries beyond the landing schema are ignored.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,12 +59,13 @@ import numpy as np
 import pandas as pd
 
 from stock_assets.defs.prices.continuity import continuity_flags
+from stock_assets.defs.prices.units import in_major_units
 from stock_assets.defs.universe.constituents import InvalidSymbolError, validate_symbol
 
 PRICE_COLUMNS = ["open", "high", "low", "close", "adj_close"]
 CLEAN_COLUMNS = [
     "symbol", "trade_date", "open", "high", "low", "close", "adj_close", "volume",
-    "dividend", "split_ratio", "source",
+    "dividend", "split_ratio", "source", "currency",
 ]
 REJECTED_COLUMNS = [
     "trade_date", "symbol", "reason", "detail", "open", "high", "low", "close", "adj_close", "volume",
@@ -222,7 +225,8 @@ def _normalised_symbol(value: object) -> str | None:
 
 
 def _normalise(rows: pd.DataFrame) -> pd.DataFrame:
-    out = rows  # a fresh frame from boolean indexing; copy-on-write keeps `frame` unchanged
+    # Pence to pounds (GBp -> GBP) and the like, before rounding (defs/prices/units.py).
+    out = in_major_units(rows)  # a fresh frame; copy-on-write keeps `frame` unchanged
     out[PRICE_COLUMNS] = out[PRICE_COLUMNS].round(PRICE_DECIMALS)
     # Rounding noise may leave open/close a hair outside high/low: widen the range to contain them.
     out["high"] = out[["high", "open", "close"]].max(axis=1)

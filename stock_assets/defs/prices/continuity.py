@@ -49,6 +49,7 @@ from fractions import Fraction
 import numpy as np
 import pandas as pd
 
+from stock_assets.defs.prices.units import in_major_units
 from stock_assets.partitions import MARKET_TIMEZONE
 
 # Split ratios (new shares per old share) a move is compared with, and their reverse splits.
@@ -74,11 +75,13 @@ def continuity_flags(frame: pd.DataFrame, candidates: pd.Series) -> tuple[pd.Ser
     """
     reason = pd.Series(pd.NA, index=frame.index, dtype="object")
     detail = pd.Series(pd.NA, index=frame.index, dtype="object")
-    needed = [c for c in ("symbol", "trade_date", "open", "high", "low", "close", "stock_splits", "fetched_at")
-              if c in frame]
+    needed = [c for c in ("symbol", "trade_date", "open", "high", "low", "close", "stock_splits", "fetched_at",
+                          "currency") if c in frame]
     rows = frame.loc[candidates, needed]
     if rows.empty:
         return reason, detail
+    # Compared in major units: a listing Yahoo moved from GBp to GBP is not a x1/100 move.
+    rows = in_major_units(rows)
     rows["split"] = _split_ratio(rows)
     rows["fetched_day"] = _fetched_day(rows)
     rows["day"] = pd.to_datetime(rows["trade_date"])

@@ -1,5 +1,7 @@
 """Raw quotes: what Yahoo said, per trading day, kept so cleaning can be re-run without refetching."""
 
+import datetime as dt
+
 import dagster as dg
 import pandas as pd
 from pydantic import Field, field_validator
@@ -8,11 +10,12 @@ from stock_assets import settings
 
 from stock_assets.defs.quotes.breaker import CircuitOpenError
 from stock_assets.defs.quotes.resources import QuoteClient, QuoteSourceUnavailable, empty_raw_frame
-from stock_assets.defs.universe.constituents import resolve_tickers, validate_symbol
+from stock_assets.defs.universe.constituents import resolve_tickers, validate_listing
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.landing.io_manager import REPLACES_SYMBOLS
 from stock_assets.metadata import add_partition_metadata, asset_metadata, distinct_by_day, rows_by_day
-from stock_assets.partitions import trading_day_partitions, trading_days, window_dates
+from stock_assets.markets import sessions_by_symbol
+from stock_assets.partitions import is_trading_day, trading_day_partitions, window_dates
 
 
 
@@ -24,10 +27,16 @@ class RawQuotesConfig(dg.Config):
         description="Fetch only these tracked symbols and merge them into the stored days; empty = all tracked.",
     )
 
+    refresh_cache: bool = Field(
+        default=False,
+        description="Ask Yahoo again instead of answering from the response cache, and keep the fresh "
+        "answers (set by the restatement sensor: after a split or dividend, cached history is stale).",
+    )
+
     @field_validator("only_tickers")
     @classmethod
     def _well_formed(cls, value: list[str]) -> list[str]:
-        return [validate_symbol(symbol) for symbol in value]
+        return [validate_listing(symbol) for symbol in value]
 
 
 @dg.asset(
@@ -50,7 +59,10 @@ def raw_quotes(
     """Daily OHLCV bars as Yahoo reports them, with dividends and stock splits, one file per trading day.
 
     A run covering a range of partitions (a backfill) fetches each ticker's whole range in one
-    request. NYSE holidays are stored as empty days without asking Yahoo. A ticker that fails is
+    request. Each listing is asked for the sessions of its own exchange (NYSE, London, Tokyo, ...,
+    stock_assets/markets.py); a day on which no tracked listing trades is stored as an empty day
+    without asking Yahoo. Trade dates are the exchange's local dates, and each row carries what
+    Yahoo said about the listing (currency, exchange, time zone, instrument type). A ticker that fails is
     reported in the metadata and does not block the others; the run fails only if every ticker fails,
     or at once (naming the cause) when the circuit breaker suspends requests to Yahoo. The metadata
     says what went over the wire: requests, cache hits, retries, 429s, breaker state, latency.
@@ -59,15 +71,21 @@ def raw_quotes(
     listed as `corporate_actions`, which the restatement sensor watches.
     """
     start, end = window_dates(context.partition_time_window)
-    sessions = trading_days(start, end)
-    symbols = resolve_tickers(config.only_tickers, default=[]) if config.only_tickers else tickers.symbols()
+    requested = resolve_tickers(config.only_tickers, default=[]) if config.only_tickers else tickers.symbols()
+    # Each listing trades on its own exchange's sessions (NYSE for AAPL, London for OCDO.L): a day
+    # that is a holiday in London but a session in New York asks Yahoo for AAPL only.
+    own_sessions = sessions_by_symbol(requested, start, end)
+    symbols = [symbol for symbol in requested if own_sessions[symbol]]
+    sessions = sorted({day for symbol in symbols for day in own_sessions[symbol]})
     if not sessions:
-        context.log.info("No NYSE session in %s..%s: market closed, nothing to fetch", start, end)
+        context.log.info("No session of any tracked listing's exchange in %s..%s: market closed, nothing to fetch",
+                         start, end)
         _per_day(context, empty_raw_frame(), sessions)
         return dg.Output(empty_raw_frame(), metadata={"rows_in_run": 0, "market_closed": True})
 
     try:
-        frame, report = quotes.fetch(symbols, sessions[0], sessions[-1] + pd.Timedelta(days=1), log=context.log)
+        frame, report = quotes.fetch(symbols, sessions[0], sessions[-1] + pd.Timedelta(days=1), log=context.log,
+                                     refresh_cache=config.refresh_cache)
     except CircuitOpenError as err:
         # The breaker already is the retry governance: re-running the step before its cool-down
         # would only fail fast again, so Dagster's retry policy is bypassed.
@@ -82,9 +100,12 @@ def raw_quotes(
             f"Every ticker failed for {sessions[0]}..{sessions[-1]} (source {quotes.source!r}); "
             f"first error: {next(iter(report.failures.values()))}"
         )
-    frame = frame[frame["trade_date"].isin(set(sessions))]
+    # Bars inside the run's window, each on a session of its own exchange.
+    own = {(symbol, day) for symbol in symbols for day in own_sessions[symbol]}
+    frame = frame[[key in own for key in zip(frame["symbol"], frame["trade_date"])]]
     if config.only_tickers:
-        frame.attrs[REPLACES_SYMBOLS] = symbols
+        # Only what was fetched replaces what is stored: a ticker that failed keeps its old rows.
+        frame.attrs[REPLACES_SYMBOLS] = [symbol for symbol in symbols if symbol not in report.failures]
     _per_day(context, frame, sessions)
     # The fetch figures describe the run's one fetch; the rows per day are on each partition.
     return dg.Output(
@@ -99,6 +120,7 @@ def raw_quotes(
             "dividend_events": int((frame["dividends"] > 0).sum()),
             "split_events": int((frame["stock_splits"] > 0).sum()),
             "only_tickers": dg.MetadataValue.json(list(config.only_tickers)),
+            "refresh_cache": config.refresh_cache,
         },
     )
 
@@ -123,7 +145,9 @@ def _per_day(context: dg.AssetExecutionContext, frame: pd.DataFrame, sessions: l
     for action in corporate_actions(frame):
         actions_by_day.setdefault(str(action["date"])[:10], []).append(action)
     add_partition_metadata(context, {
-        key: {"dagster/row_count": rows[key], "symbols": symbols[key], "nyse_session": key in session_keys,
+        key: {"dagster/row_count": rows[key], "symbols": symbols[key],
+              "nyse_session": is_trading_day(dt.date.fromisoformat(key)),
+              "exchange_session": key in session_keys,  # a session of some tracked listing's exchange
               "corporate_actions": dg.MetadataValue.json(actions_by_day.get(key, []))}
         for key in keys
     })

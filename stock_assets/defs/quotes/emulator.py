@@ -7,7 +7,11 @@ that punishes what Yahoo punishes. `YahooEmulator` answers with the replay's Yah
 - enforces its own rate limit, a GCRA bucket (rate, burst) over every request it receives,
   answering excess requests with `429 Edge: Too Many Requests` and a `Retry-After`;
 - can be told to storm (429 for every request for N seconds), and to inject, for chosen symbols
-  and a chosen number of times: 5xx, timeouts, truncated JSON, empty results and 404-delisted;
+  and a chosen number of times: 5xx, timeouts, truncated JSON, empty results, 404-delisted and
+  an HTML page with status 200 (Yahoo's "Will be right back");
+- can change its history while it runs (`use_archive`): a split or dividend going ex restates the
+  past, so a test can hold what Yahoo said before it (`history_as_known_on`) against what it says
+  after;
 - logs every request (arrival time, kind, symbol, query, status) so tests count what reached it.
 
 It is reachable two ways: in-process (`emulator.adapter()`, a requests transport) and over a
@@ -17,6 +21,7 @@ the client side), which the multi-process benchmark needs.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import threading
@@ -29,13 +34,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import pandas as pd
 import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
 
 from stock_assets.defs.quotes.archive import PriceArchive
 from stock_assets.defs.quotes.replay import USER_AGENT, YahooReplayAdapter, wire_response
 
-FAULT_KINDS = ("5xx", "timeout", "truncated", "empty", "delisted")
+FAULT_KINDS = ("5xx", "timeout", "truncated", "empty", "delisted", "html")
 TOO_MANY_REQUESTS = b"Edge: Too Many Requests"
 _DELISTED = {"chart": {"result": None, "error": {"code": "Not Found",
                                                  "description": "No data found, symbol may be delisted"}}}
@@ -107,6 +113,12 @@ class YahooEmulator:
         with self._lock:
             self.faults.clear()
 
+    def use_archive(self, archive: PriceArchive) -> None:
+        """Answer from `archive` from now on (Yahoo's history changed, e.g. after a split)."""
+        with self._lock:
+            self.replay = YahooReplayAdapter(archive)
+            self._memo.clear()
+
     def storm(self, seconds: float) -> None:
         """Answer every request with 429 for the next `seconds`."""
         with self._lock:
@@ -158,7 +170,9 @@ class YahooEmulator:
         with self._lock:
             memo = self._memo.get(key)
         if memo is None:
-            replayed = self.replay.send(request)
+            with self._lock:
+                replay = self.replay
+            replayed = replay.send(request)
             memo = Answer(replayed.status_code, list(replayed.raw.headers.items()), replayed.content)
             with self._lock:
                 if len(self._memo) >= _MEMO_SIZE:
@@ -310,6 +324,9 @@ def _faulty(answer: Answer, fault: Fault) -> Answer:
     if fault.kind == "5xx":
         body = b"<html><body>Service Unavailable</body></html>"
         return Answer(fault.status, [("Content-Type", "text/html"), ("Content-Length", str(len(body)))], body)
+    if fault.kind == "html":
+        body = b"<html><head><title>Yahoo</title></head><body>Will be right back...</body></html>"
+        return Answer(200, [("Content-Type", "text/html;charset=utf-8"), ("Content-Length", str(len(body)))], body)
     if fault.kind == "delisted":
         return _json(404, _DELISTED)
     if fault.kind == "truncated":
@@ -329,3 +346,35 @@ def _json(status: int, document: dict) -> Answer:
     return Answer(status, [("Content-Type", "application/json;charset=utf-8"), ("Content-Length", str(len(body)))], body)
 
 
+# -- histories that change -------------------------------------------------------------------------
+
+
+def history_as_known_on(archive: PriceArchive, day: dt.date) -> PriceArchive:
+    """`archive` as Yahoo would have answered before `day`: no bars from `day` on, and the past not
+    yet adjusted for the splits and dividends going ex on or after it (prices times the later split
+    ratios, adj_close without the later dividend steps)."""
+    prices, splits = archive._prices, archive._splits  # noqa: SLF001 - a copy is built, never changed
+    cut = pd.Timestamp(day)
+    known = prices[prices["date"] < cut].copy()
+    later = splits[splits["date"] >= cut]
+    for symbol, rows in known.groupby("symbol"):
+        ratio = float((later.loc[later["symbol"] == symbol, "numerator"]
+                       / later.loc[later["symbol"] == symbol, "denominator"]).prod())
+        factor = rows["adj_close"] / rows["close"]
+        last_factor = float(factor.iloc[-1])  # the later dividends' steps, all of them
+        index = rows.index
+        known.loc[index, ["open", "high", "low", "close"]] = rows[["open", "high", "low", "close"]] * ratio
+        known.loc[index, "adj_close"] = known.loc[index, "close"] * (factor / last_factor)
+        known.loc[index, "volume"] = (rows["volume"] / ratio).round().astype("int64")
+    return PriceArchive(known.reset_index(drop=True), splits[splits["date"] < cut].reset_index(drop=True))
+
+
+def with_bar(archive: PriceArchive, symbol: str, day: dt.date, **values: float) -> PriceArchive:
+    """`archive` with one bar's values replaced (a bad value Yahoo answered, e.g. close=-1)."""
+    prices = archive._prices.copy()  # noqa: SLF001
+    row = (prices["symbol"] == symbol) & (prices["date"] == pd.Timestamp(day))
+    if not row.any():
+        raise KeyError(f"no bar of {symbol} on {day} in the archive")
+    for column, value in values.items():
+        prices.loc[row, column] = value
+    return PriceArchive(prices, archive._splits)  # noqa: SLF001

@@ -9,7 +9,7 @@ Every answer gets one verdict:
   Retry-After (or back off), then retry. Not counted by the breaker attempt by attempt.
 - FAILED: 5xx, a body shorter than its Content-Length, or chart JSON that does not parse (a
   truncated body, Yahoo's "Will be right back" page). Retried and counted by the breaker.
-- EMPTY: a 200 chart answer without bars for a window in which the symbol traded (NYSE sessions
+- EMPTY: a 200 chart answer without bars for a window in which the symbol traded (its exchange's sessions
   between its first trade and its last) - Yahoo's silent throttling. Retried, never taken for
   "no trading". A window outside the symbol's trading life is a real empty answer (OK).
 """
@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 import requests
 
+from stock_assets.markets import UnknownExchangeError, exchange_of, sessions
 from stock_assets.partitions import MARKET_TIMEZONE, trading_days
 
 CHART, AUTH, OTHER = "chart", "auth", "other"
@@ -163,7 +164,8 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def _traded_within(call: UpstreamCall, meta: dict[str, Any]) -> bool:
-    """Whether the window holds an NYSE session inside the symbol's trading life (meta)."""
+    """Whether the window holds a session of the symbol's exchange (NYSE for a US listing, London
+    for OCDO.L, ...) inside the symbol's trading life (meta)."""
     params = call.params
     try:
         start, end = int(params["period1"]), int(params.get("period2") or meta["regularMarketTime"] + 1)
@@ -175,11 +177,16 @@ def _traded_within(call: UpstreamCall, meta: dict[str, Any]) -> bool:
         end = min(end, meta["regularMarketTime"] + 1)
     if start >= end:
         return False
-    return bool(trading_days(_market_date(start), _market_date(end - 1) + dt.timedelta(days=1)))
+    try:
+        exchange = exchange_of(call.symbol or "")
+    except UnknownExchangeError:
+        return bool(trading_days(_market_date(start), _market_date(end - 1) + dt.timedelta(days=1)))
+    zone = ZoneInfo(exchange.timezone)
+    return bool(sessions(exchange.calendar, _market_date(start, zone), _market_date(end - 1, zone) + dt.timedelta(days=1)))
 
 
-def _market_date(epoch: int) -> dt.date:
-    return dt.datetime.fromtimestamp(epoch, _MARKET_TZ).date()
+def _market_date(epoch: int, zone: ZoneInfo = _MARKET_TZ) -> dt.date:
+    return dt.datetime.fromtimestamp(epoch, zone).date()
 
 
 def _chart_error(response: requests.Response) -> str | None:

@@ -4,7 +4,9 @@ Yahoo cannot be reached from everywhere this project runs, but the pipeline shou
 yfinance's real code path: its cookie and crumb dance, its chart-API parsing, time zones, event
 merging and error handling. So instead of faking yfinance, the replay fakes the network: a
 `requests.Session` whose adapter answers the HTTP requests yfinance makes with Yahoo-format
-responses built from the bundled `PriceArchive`.
+responses built from a `PriceArchive` (the bundled one, or the archive `STOCK_ASSETS_REPLAY_ARCHIVE`
+names). Each listing is answered in its own market: bars stamped at its exchange's local open, the
+meta naming its exchange, time zone and currency.
 
 The replay is frozen in time at the archive's last close: `range=` windows, "now" and the market
 metadata are relative to that moment. It answers
@@ -42,15 +44,11 @@ from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
 
-from stock_assets.defs.quotes.archive import PriceArchive
+from stock_assets.defs.quotes.archive import NASDAQ_LISTED, Listing, PriceArchive  # noqa: F401 - re-exported
 
 MARKET_TIMEZONE = "America/New_York"
 _MARKET_TZ = ZoneInfo(MARKET_TIMEZONE)
 
-# Nasdaq-listed names in the archive; the rest trade on the NYSE.
-NASDAQ_LISTED = frozenset(
-    {"AAPL", "AMZN", "CMCSA", "COST", "CSCO", "EQIX", "GOOGL", "INTC", "MSFT", "NFLX", "NVDA", "PEP", "SBUX"}
-)
 VALID_RANGES = ("1d", "5d", "1mo", "3mo", "6mo", "1y", "2y", "5y", "10y", "ytd", "max")
 YAHOO_INTERVALS = ("1m", "2m", "5m", "15m", "30m", "60m", "90m", "1h", "4h", "1d", "5d", "1wk", "1mo", "3mo")
 # Intervals the replay can build from daily bars, and how bars are grouped for each.
@@ -92,7 +90,7 @@ class YahooReplayAdapter(BaseAdapter):
 
     def __init__(self, archive: PriceArchive | None = None) -> None:
         super().__init__()
-        self.archive = archive or PriceArchive.bundled()
+        self.archive = archive or PriceArchive.configured()
         self.requests: Counter[str] = Counter()
         self.chart_requests: list[dict[str, str]] = []
         self._lock = threading.Lock()
@@ -141,7 +139,8 @@ class YahooReplayAdapter(BaseAdapter):
             valid = ", ".join(YAHOO_INTERVALS)
             raise _ChartError(400, f"Invalid input - interval={interval} is not supported. Valid intervals: [{valid}]")
         bars = self.archive.bars(symbol, self.archive.first_date, self._until)
-        opens = _opening_times(bars["date"])
+        listing = self.archive.listing(symbol)
+        opens = _opening_times(bars["date"], listing)
         start, end, range_name = self._window(query, opens)
         if interval not in _BAR_PERIODS:
             raise _ChartError(
@@ -150,13 +149,13 @@ class YahooReplayAdapter(BaseAdapter):
                 "The Yahoo replay holds daily bars only.",
             )
         in_window = (opens >= start) & (opens < end)
-        result: dict[str, Any] = {"meta": self._meta(symbol, bars, opens, start, interval, range_name)}
+        result: dict[str, Any] = {"meta": self._meta(listing, bars, opens, start, interval, range_name)}
         if not in_window.any():
             result["indicators"] = {"quote": [{}]}
         else:
-            timestamps, window = _aggregate(bars[in_window], opens[in_window], interval)
+            timestamps, window = _aggregate(bars[in_window], opens[in_window], interval, listing.timezone)
             result["timestamp"] = timestamps
-            events = self._events(symbol, query.get("events", ""), start, end)
+            events = self._events(listing, query.get("events", ""), start, end)
             if events:
                 result["events"] = events
             result["indicators"] = {
@@ -195,60 +194,62 @@ class YahooReplayAdapter(BaseAdapter):
         return start, self._now, range_name
 
     def _meta(
-        self, symbol: str, bars: pd.DataFrame, opens: np.ndarray, start: int, interval: str, range_name: str
+        self, listing: Listing, bars: pd.DataFrame, opens: np.ndarray, start: int, interval: str, range_name: str
     ) -> dict[str, Any]:
-        nasdaq = symbol in NASDAQ_LISTED
-        close_time = dt.datetime.fromtimestamp(self._now, _MARKET_TZ)
+        zone = ZoneInfo(listing.timezone)
+        close_time = dt.datetime.fromtimestamp(self._now, zone)
         gmtoffset, timezone = int(close_time.utcoffset().total_seconds()), close_time.tzname()
         earlier = bars["close"][opens < start]
         previous_close = {"chartPreviousClose": round(float(earlier.iloc[-1]), 4)} if len(earlier) else {}
         last = self.archive.last_date
 
         def trading_period(begin: dt.time, finish: dt.time) -> dict[str, Any]:
-            return {"timezone": timezone, "start": _epoch(last, begin), "end": _epoch(last, finish),
+            return {"timezone": timezone, "start": _epoch(last, begin, zone), "end": _epoch(last, finish, zone),
                     "gmtoffset": gmtoffset}
 
+        opens_at = dt.datetime.combine(last, listing.opens)
+        regular_end = (opens_at + dt.timedelta(hours=6, minutes=30)).time()
         return {
-            "currency": "USD",
-            "symbol": symbol,
-            "exchangeName": "NMS" if nasdaq else "NYQ",
-            "fullExchangeName": "NasdaqGS" if nasdaq else "NYSE",
-            "instrumentType": "EQUITY",
+            "currency": listing.currency,
+            "symbol": listing.symbol,
+            "exchangeName": listing.exchange,
+            "fullExchangeName": listing.full_exchange_name,
+            "instrumentType": listing.instrument_type,
             "firstTradeDate": int(opens[0]),
             "regularMarketTime": self._now,
             "hasPrePostMarketData": True,
             "gmtoffset": gmtoffset,
             "timezone": timezone,
-            "exchangeTimezoneName": MARKET_TIMEZONE,
+            "exchangeTimezoneName": listing.timezone,
             "regularMarketPrice": round(float(bars["close"].iloc[-1]), 4),
             **previous_close,
             "priceHint": 2,
             "currentTradingPeriod": {
-                "pre": trading_period(dt.time(4), dt.time(9, 30)),
-                "regular": trading_period(dt.time(9, 30), dt.time(16)),
-                "post": trading_period(dt.time(16), dt.time(20)),
+                "pre": trading_period((opens_at - dt.timedelta(hours=5, minutes=30)).time(), listing.opens),
+                "regular": trading_period(listing.opens, regular_end),
+                "post": trading_period(regular_end, (opens_at + dt.timedelta(hours=10, minutes=30)).time()),
             },
             "dataGranularity": interval,
             "range": range_name,
             "validRanges": list(VALID_RANGES),
         }
 
-    def _events(self, symbol: str, requested: str, start: int, end: int) -> dict[str, Any]:
+    def _events(self, listing: Listing, requested: str, start: int, end: int) -> dict[str, Any]:
         """Yahoo's `events` object: only the kinds asked for, only inside [start, end)."""
         kinds = set(re.split(r"[,|]", requested))
         events: dict[str, Any] = {}
         if "div" in kinds:
-            dividends = self.archive.dividends(symbol)
+            dividends = self.archive.dividends(listing.symbol)
             events["dividends"] = {
                 str(stamp): {"amount": amount, "date": stamp}
-                for stamp, amount in zip(_opening_times(dividends.index).tolist(), dividends.tolist())
+                for stamp, amount in zip(_opening_times(dividends.index, listing).tolist(), dividends.tolist())
                 if start <= stamp < end
             }
         if kinds & {"split", "splits"}:
-            splits = self.archive.splits(symbol)
+            splits = self.archive.splits(listing.symbol)
             events["splits"] = {
                 str(stamp): _split_event(stamp, ratio)
-                for stamp, ratio in zip(_opening_times(splits.index).tolist(), splits.tolist())
+                for stamp, ratio in zip(_opening_times(splits.index, listing).tolist(), splits.tolist())
                 if start <= stamp < end
             }
         return {kind: entries for kind, entries in events.items() if entries}
@@ -268,21 +269,24 @@ def replay_session(archive: PriceArchive | None = None) -> requests.Session:
     return session
 
 
-def _epoch(day: dt.date, time: dt.time) -> int:
-    return int(dt.datetime.combine(day, time, _MARKET_TZ).timestamp())
+def _epoch(day: dt.date, time: dt.time, zone: ZoneInfo = _MARKET_TZ) -> int:
+    return int(dt.datetime.combine(day, time, zone).timestamp())
 
 
-def _opening_times(dates: Iterable[dt.date]) -> np.ndarray:
-    """Epoch seconds of 09:30 New York time on each date: where Yahoo stamps daily bars and events."""
-    opening = pd.DatetimeIndex(pd.to_datetime(list(dates))) + pd.Timedelta(hours=9, minutes=30)
-    return _seconds(opening.tz_localize(_MARKET_TZ))
+def _opening_times(dates: Iterable[dt.date], listing: Listing | None = None) -> np.ndarray:
+    """Epoch seconds of the session open in the listing's exchange time on each date (09:30 New
+    York for a US listing, 08:00 London, 09:00 Tokyo): where Yahoo stamps daily bars and events."""
+    opens, zone = (dt.time(9, 30), MARKET_TIMEZONE) if listing is None else (listing.opens, listing.timezone)
+    opening = pd.DatetimeIndex(pd.to_datetime(list(dates))) + pd.Timedelta(hours=opens.hour, minutes=opens.minute)
+    return _seconds(opening.tz_localize(zone))
 
 
 def _seconds(stamps: pd.DatetimeIndex) -> np.ndarray:
     return np.asarray((stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1), dtype="int64")
 
 
-def _aggregate(bars: pd.DataFrame, opens: np.ndarray, interval: str) -> tuple[list[int], pd.DataFrame]:
+def _aggregate(bars: pd.DataFrame, opens: np.ndarray, interval: str,
+               timezone: str = MARKET_TIMEZONE) -> tuple[list[int], pd.DataFrame]:
     """Bars and their timestamps at `interval`: daily as they are; weekly (stamped Monday 00:00) and
     monthly (stamped on the 1st, 00:00) aggregated from the daily bars, like Yahoo."""
     period = _BAR_PERIODS[interval]
@@ -292,7 +296,7 @@ def _aggregate(bars: pd.DataFrame, opens: np.ndarray, interval: str) -> tuple[li
     grouped = bars.drop(columns="date").groupby(starts, sort=True).agg(
         {"open": "first", "high": "max", "low": "min", "close": "last", "adj_close": "last", "volume": "sum"}
     )
-    return _seconds(grouped.index.tz_localize(_MARKET_TZ)).tolist(), grouped
+    return _seconds(grouped.index.tz_localize(timezone)).tolist(), grouped
 
 
 def _split_event(stamp: int, ratio: float) -> dict[str, Any]:

@@ -50,8 +50,9 @@ from stock_assets.defs.quotes.transport import (
     UpstreamUnreachable,
     govern,
     observing,
+    refreshing,
 )
-from stock_assets.partitions import MARKET_TIMEZONE
+from stock_assets.defs.quotes.archive import PriceArchive
 from stock_assets.defs.quotes.replay import replay_session
 from stock_assets.defs.quotes.volumes import watch
 
@@ -60,7 +61,11 @@ QuoteSource = Literal["replay", "yahoo"]
 RAW_COLUMNS = [
     "symbol", "trade_date", "open", "high", "low", "close", "adj_close", "volume",
     "dividends", "stock_splits", "source", "fetched_at",
+    "currency", "exchange", "exchange_timezone", "instrument_type",
 ]
+# What Yahoo's chart meta says about the listing, carried on each raw row: (raw column, meta key).
+LISTING_META = [("currency", "currency"), ("exchange", "exchangeName"),
+                ("exchange_timezone", "exchangeTimezoneName"), ("instrument_type", "instrumentType")]
 
 # Requests per second when `rate_per_s` is not set: Yahoo sustains about one per second per IP;
 # the replay is local data and needs no limit.
@@ -114,6 +119,7 @@ class FetchReport:
             "upstream_requests": trace.upstream_requests,
             "history_requests": trace.history_requests,
             "cache_hits": trace.cache_hits,
+            "cache_refreshes": trace.cache_refreshes,
             "retries": trace.retries,
             "http_429s": trace.http_429,
             "failed_attempts": trace.failed_attempts,
@@ -140,6 +146,11 @@ class QuoteClient(dg.ConfigurableResource):
         description="'replay' = bundled recorded Yahoo data through yfinance (offline); 'yahoo' = live Yahoo Finance.",
     )
     timeout_s: float = Field(default=20.0, description="HTTP timeout per Yahoo request.")
+    replay_archive: str | None = Field(
+        default=None,
+        description="For source 'replay': the archive to serve, a CSV file or a folder of recorded chart "
+        "responses (README 'Your own universe'); empty = STOCK_ASSETS_REPLAY_ARCHIVE, else the bundled sample.",
+    )
     upstream_url: str | None = Field(
         default=None,
         description="Send Yahoo's requests to this base URL instead (a Yahoo emulator on 127.0.0.1, for tests "
@@ -205,11 +216,20 @@ class QuoteClient(dg.ConfigurableResource):
             if self.upstream_url:
                 self._session = loopback_session(self.upstream_url)
             else:
-                self._session = replay_session() if self.source == "replay" else live_session()
+                self._session = replay_session(self.archive()) if self.source == "replay" else live_session()
         if not self._governed:
             govern(self._session, self._governance())
             self._governed = True
         return self._session
+
+    def archive_path(self) -> str | None:
+        """The replay archive this client serves from: its own setting, else the environment's."""
+        return self.replay_archive or settings.configured_replay_archive()
+
+    def archive(self) -> PriceArchive:
+        """The price archive the replay answers from (the bundled one unless configured)."""
+        path = self.archive_path()
+        return PriceArchive.bundled() if path is None else PriceArchive.load(path)
 
     @property
     def governed_adapter(self) -> GovernedAdapter:
@@ -223,7 +243,11 @@ class QuoteClient(dg.ConfigurableResource):
         Yahoo, the replay, an emulator) never stand in for another's."""
         if self.scope:
             return self.scope
-        return f"{self.source}@{self.upstream_url}" if self.upstream_url else self.source
+        if self.upstream_url:
+            return f"{self.source}@{self.upstream_url}"
+        if self.source == "replay" and self.archive_path():
+            return f"replay@{self.archive_path()}"  # another archive, other answers
+        return self.source
 
     def _governance(self) -> Governance:
         scope = self.governance_scope
@@ -242,8 +266,11 @@ class QuoteClient(dg.ConfigurableResource):
         return Governance(policy, PostgresRateLimiter(engine, scope, limit), PostgresBreaker(engine, scope, breaker),
                           PostgresResponseCache(engine) if self.cache_enabled else None)
 
-    def daily_bars(self, symbol: str, start: dt.date, end: dt.date) -> pd.DataFrame:
+    def daily_bars(self, symbol: str, start: dt.date, end: dt.date, refresh_cache: bool = False) -> pd.DataFrame:
         """Bars for start <= trade date < end, in the raw landing schema (RAW_COLUMNS).
+
+        `refresh_cache` asks Yahoo even when the response cache holds an answer for this window
+        (and replaces that answer): a refetch after a split or dividend must not get old prices.
 
         Raises TickerFetchError when Yahoo has no data for the symbol, refuses it, keeps failing
         after every retry, or answers a window that holds trading days with no bars at all (an
@@ -254,12 +281,12 @@ class QuoteClient(dg.ConfigurableResource):
         session = self.session
         last_day = end - dt.timedelta(days=1)
         no_bars = TickerFetchError(
-            f"{symbol}: Yahoo returned no bars for {start}..{last_day}, which holds NYSE sessions "
+            f"{symbol}: Yahoo returned no bars for {start}..{last_day}, which holds sessions of its exchange "
             "(an empty answer is never taken for 'no trading')"
         )
         volumes = watch(session)
         volumes.take(symbol)  # forget what an earlier answer for this symbol left
-        with _session_lease(session), observing() as governed:
+        with _session_lease(session), observing() as governed, refreshing(refresh_cache):
             # yfinance caches past windows in-process by URL alone, whichever session asked: a cached
             # answer from another source (or an earlier failure) must never stand in for this one.
             YfData.cache_get.cache_clear()
@@ -295,7 +322,8 @@ class QuoteClient(dg.ConfigurableResource):
             if history.empty:
                 self._raise_governed(symbol, governed)  # yfinance may have swallowed the cause
                 raise no_bars
-        frame = to_raw_frame(symbol, history, source=self.source)
+            meta = _listing_meta(ticker)
+        frame = to_raw_frame(symbol, history, source=self.source, meta=meta)
         # yfinance reports a volume Yahoo left out as 0: put the gap back for cleaning to name it.
         missing = volumes.take(symbol)
         if missing:
@@ -303,9 +331,13 @@ class QuoteClient(dg.ConfigurableResource):
         return frame
 
     def fetch(
-        self, symbols: list[str], start: dt.date, end: dt.date, log: dg.DagsterLogManager | None = None
+        self, symbols: list[str], start: dt.date, end: dt.date, log: dg.DagsterLogManager | None = None,
+        refresh_cache: bool = False,
     ) -> tuple[pd.DataFrame, FetchReport]:
         """Fetch every symbol's whole window, one request per ticker, `max_parallel_tickers` at once.
+
+        `refresh_cache`: ask upstream for every window even if the response cache has it (see
+        `daily_bars`).
 
         A ticker that fails is recorded in the report and does not stop the others. An open
         circuit breaker or an unreachable source stops the whole fetch (the exception carries the
@@ -316,7 +348,7 @@ class QuoteClient(dg.ConfigurableResource):
         session = self.session
         workers = max(1, min(self.max_parallel_tickers, len(symbols)))
         with _session_lease(session), ThreadPoolExecutor(workers, thread_name_prefix="quotes") as pool:
-            futures = {pool.submit(self._fetch_one, symbol, start, end, report): symbol for symbol in symbols}
+            futures = {pool.submit(self._fetch_one, symbol, start, end, report, refresh_cache): symbol for symbol in symbols}
             try:
                 for future in as_completed(futures):
                     symbol = futures[future]
@@ -337,11 +369,12 @@ class QuoteClient(dg.ConfigurableResource):
         frame = pd.concat(ordered, ignore_index=True) if ordered else empty_raw_frame()
         return frame, report
 
-    def _fetch_one(self, symbol: str, start: dt.date, end: dt.date, report: FetchReport) -> pd.DataFrame:
+    def _fetch_one(self, symbol: str, start: dt.date, end: dt.date, report: FetchReport,
+                   refresh_cache: bool = False) -> pd.DataFrame:
         began = time.perf_counter()
         try:
             with observing(report.trace):
-                return self.daily_bars(symbol, start, end)
+                return self.daily_bars(symbol, start, end, refresh_cache=refresh_cache)
         finally:
             report.ticker_latencies_s.append(time.perf_counter() - began)
 
@@ -381,11 +414,26 @@ def _session_lease(session: requests.Session) -> Iterator[None]:
                 _lease.notify_all()
 
 
-def to_raw_frame(symbol: str, history: pd.DataFrame, source: str) -> pd.DataFrame:
-    """yfinance's history frame as rows of the landing schema, keeping everything Yahoo said."""
+def _listing_meta(ticker: yf.Ticker) -> dict[str, str | None]:
+    """The listing's exchange, time zone, currency and type from the chart meta yfinance kept."""
+    try:
+        meta = ticker.get_history_metadata() or {}
+    except Exception:  # noqa: BLE001 - the bars are what matters; the columns stay empty
+        meta = {}
+    return {column: (str(meta[key]) if meta.get(key) else None) for column, key in LISTING_META}
+
+
+def to_raw_frame(symbol: str, history: pd.DataFrame, source: str,
+                 meta: dict[str, str | None] | None = None) -> pd.DataFrame:
+    """yfinance's history frame as rows of the landing schema, keeping everything Yahoo said.
+
+    The trade date is the exchange's local date: yfinance stamps a daily bar at midnight in the
+    exchange's time zone, so a London or Tokyo bar keeps its own day (converted to New York it
+    would fall on the previous evening)."""
     index = pd.DatetimeIndex(history.index)
-    if index.tz is not None:
-        index = index.tz_convert(MARKET_TIMEZONE)
+    meta = meta or {}
+    if index.tz is not None and not meta.get("exchange_timezone"):
+        meta = {**meta, "exchange_timezone": str(index.tz)}
     frame = pd.DataFrame(
         {
             "symbol": symbol,
@@ -401,6 +449,8 @@ def to_raw_frame(symbol: str, history: pd.DataFrame, source: str) -> pd.DataFram
                 dtype="float64"),
             "source": source,
             "fetched_at": pd.Timestamp.now(tz="UTC"),
+            **{column: pd.Series(meta.get(column), index=range(len(index)), dtype="str")
+               for column, _ in LISTING_META},
         }
     )
     return frame[RAW_COLUMNS]
@@ -415,6 +465,7 @@ def empty_raw_frame() -> pd.DataFrame:
                                                        "dividends", "stock_splits")},
             "source": pd.Series(dtype="object"),
             "fetched_at": pd.Series(dtype="datetime64[ns, UTC]"),
+            **{column: pd.Series(dtype="object") for column, _ in LISTING_META},
         }
     )[RAW_COLUMNS]
 

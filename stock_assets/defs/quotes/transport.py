@@ -6,12 +6,15 @@ calls; it sits below them, as a `requests` transport adapter mounted on that one
 wrapping the real transport (the live one, the replay or the emulator). Every HTTP request
 yfinance makes, from any thread, passes through `GovernedAdapter.send`:
 
-    chart request? -> remembered refusal? -> cache hit? -> (per-key lock, re-check)
+    chart request? -> remembered refusal? -> cache hit (unless refreshing)? -> (per-key lock, re-check)
     -> breaker admits? -> limiter slot -> inner transport -> verdict (http_calls.judge)
     -> OK / PERMANENT: return (and cache) | THROTTLED / FAILED / EMPTY: back off, retry (tenacity)
 
 yfinance stays the parser: what it receives is either a good answer, Yahoo's own refusal, or an
 exception naming the cause (`UpstreamError`, `UpstreamUnreachable`, `CircuitOpenError`).
+
+A fetch made under `refreshing()` (a restatement after a split or dividend) never answers from the
+cache: it asks upstream and stores the fresh answer, so later readers get the new prices too.
 
 yfinance retries any 4xx once after switching cookie strategy; for a permanent refusal the adapter
 answers that repeat from memory (`refusal_memory_s`) instead of asking Yahoo twice.
@@ -85,6 +88,7 @@ class Trace:
     upstream_requests: int = 0
     history_requests: int = 0
     cache_hits: int = 0
+    cache_refreshes: int = 0
     refusals_remembered: int = 0
     retries: int = 0
     http_429: int = 0
@@ -142,6 +146,22 @@ class _TooLongToWait(tenacity.stop.stop_base):
 
 
 _observed = threading.local()
+_refresh = threading.local()
+
+
+@contextmanager
+def refreshing(enabled: bool = True) -> Iterator[None]:
+    """This thread's chart requests skip the response cache (and refill it with what upstream says)."""
+    previous = getattr(_refresh, "enabled", False)
+    _refresh.enabled = enabled or previous
+    try:
+        yield
+    finally:
+        _refresh.enabled = previous
+
+
+def is_refreshing() -> bool:
+    return getattr(_refresh, "enabled", False)
 
 
 @contextmanager
@@ -202,11 +222,15 @@ class GovernedAdapter(BaseAdapter):
         cache = self.governance.cache
         if cache is None:
             return self._fetch_and_remember(request, call, kwargs)[0]
-        answer = cache.get(call)
+        refresh = is_refreshing()
+        answer = None if refresh else cache.get(call)
         if answer is None:
             with cache.lock(call):
-                answer = cache.get(call)  # another process may have fetched it while we waited
+                # Another process may have fetched it while we waited (a refresh asks anyway).
+                answer = None if refresh else cache.get(call)
                 if answer is None:
+                    if refresh:
+                        self._count(cache_refreshes=1)
                     response, judgement = self._fetch_and_remember(request, call, kwargs)
                     if judgement.verdict is Verdict.OK and response.status_code == 200:
                         policy = self.governance.policy

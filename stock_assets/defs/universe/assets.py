@@ -6,6 +6,7 @@ from sqlalchemy import text
 
 from stock_assets.database.resource import PostgresResource
 from stock_assets.defs.universe.constituents import load_constituents
+from stock_assets.defs.universe.listings import track_listings
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.metadata import asset_metadata
 
@@ -48,7 +49,8 @@ def ticker_universe(
 
     Symbols use Yahoo's spelling (BRK.B becomes BRK-B). `tracked` marks the tickers the pipeline
     fetches (the `tickers` resource). Members that left the index are kept, untracked, so history
-    stays joinable to its sector.
+    stays joinable to its sector. Every tracked ticker, member or not (an ETF, OCDO.L, 4063.T), is
+    also marked tracked in `market.listings` with its exchange, calendar and currency.
     """
     constituents = load_constituents()
     tracked = set(tickers.symbols())
@@ -63,6 +65,8 @@ def ticker_universe(
                  "WHERE tracked AND NOT (symbol = ANY(:symbols))"),
             {"symbols": sorted(tracked)},
         )
+        # Every tracked listing, S&P 500 member or not, with its market (defs/universe/listings.py).
+        track_listings(conn, sorted(tracked))
         sectors = conn.execute(
             text("SELECT sector, count(*) FILTER (WHERE tracked), count(*) FROM market.ticker_universe "
                  "GROUP BY sector ORDER BY sector")
@@ -72,6 +76,7 @@ def ticker_universe(
         metadata={
             "dagster/row_count": len(rows),
             "tracked_tickers": len(tracked),
+            "tracked_outside_the_list": dg.MetadataValue.json(sorted(tracked - set(constituents["symbol"]))),
             "rows_changed": max(result.rowcount, 0),
             "sector_count": len(sectors),
             "sectors": dg.MetadataValue.md(

@@ -9,30 +9,29 @@ from sqlalchemy import text
 from stock_assets.database.resource import PostgresResource
 from stock_assets.defs.prices.sensors import market_today
 from stock_assets.defs.quotes.resources import QuoteClient
+from stock_assets.defs.quotes.ticker_runs import ticker_run_request
 from stock_assets.jobs import daily_prices_job
-from stock_assets.partitions import FIRST_DAY, range_tags
+from stock_assets.partitions import FIRST_DAY
 
 
 def history_backfill(symbols: list[str], first: dt.date, last: dt.date, trigger: str) -> dg.RunRequest:
     """One run fetching `symbols` over [first, last] and merging them into the stored days."""
-    return dg.RunRequest(
-        run_key=f"{trigger}:{','.join(symbols)}:{first}:{last}",
-        run_config={"ops": {"raw_quotes": {"config": {"only_tickers": symbols}}}},
-        tags={**range_tags(first, last), "stock_assets/trigger": trigger, "stock_assets/tickers": ",".join(symbols)},
-    )
+    return ticker_run_request(symbols, first, last, trigger)
 
 
 @dg.sensor(
     job=daily_prices_job,
     minimum_interval_seconds=300,
-    description="When ticker_universe gains tracked tickers, requests their whole history for those tickers "
+    description="When ticker_universe gains tracked tickers (S&P 500 members or any other listing), requests their whole history for those tickers "
                 "only; the months and sector aggregations follow declaratively.",
 )
 def new_ticker_sensor(
     context: dg.SensorEvaluationContext, database: PostgresResource, quotes: QuoteClient
 ) -> dg.SensorResult:
     with database.begin() as conn:
-        tracked = set(conn.execute(text("SELECT symbol FROM market.ticker_universe WHERE tracked")).scalars())
+        # S&P 500 members in the universe, and every other tracked listing (ETFs, OCDO.L, 4063.T).
+        tracked = set(conn.execute(text("SELECT symbol FROM market.ticker_universe WHERE tracked "
+                                        "UNION SELECT symbol FROM market.listings WHERE tracked")).scalars())
     if context.cursor is None:
         return dg.SensorResult(
             skip_reason=dg.SkipReason(f"First tick: remembering {len(tracked)} tracked tickers"),
