@@ -1,6 +1,7 @@
 """Cleaned prices: validated, de-duplicated, OHLC-consistent daily bars, with checks on the result."""
 
 import datetime as dt
+import io
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence, Set
@@ -16,7 +17,7 @@ from stock_assets.database.resource import PostgresResource
 from stock_assets.defs.prices.cleaning import REJECTED_COLUMNS, CleaningResult, clean_quotes
 from stock_assets.defs.universe.listings import upsert_listings
 from stock_assets.defs.universe.resources import TickerSelection
-from stock_assets.landing.io_manager import DATE_COLUMN, LandingIOManager, from_parquet_payloads
+from stock_assets.landing.io_manager import DATE_COLUMN, LandingIOManager
 from stock_assets.markets import exchange_of, sessions_by_symbol
 from stock_assets.metadata import (
     add_partition_metadata, asset_metadata, distinct_by_day, reasons_by_day, rows_by_day, share,
@@ -385,10 +386,13 @@ def previous_raw_quotes(landing: LandingIOManager, start: dt.date) -> pd.DataFra
     when it was fetched); None when none of them was ever materialized (the history's start)."""
     keys = [(start - dt.timedelta(days=back)).isoformat() for back in range(HISTORY_DAYS, 0, -1)]
     payloads = [p for p in landing.store().read_many(["raw_quotes"], keys).values() if p is not None]
-    if not payloads:
+    # Day by day through pandas: files written by earlier versions may differ in schema (a column
+    # added since, a timestamp unit), which one Arrow concatenation refuses.
+    frames = [frame for frame in (pd.read_parquet(io.BytesIO(p)) for p in payloads) if len(frame)]
+    if not frames:
         return None
-    frame = from_parquet_payloads(payloads)
-    if frame.empty or DATE_COLUMN not in frame:
+    frame = pd.concat(frames, ignore_index=True)
+    if DATE_COLUMN not in frame:
         return None
     frame[DATE_COLUMN] = pd.to_datetime(frame[DATE_COLUMN]).dt.date
     return frame

@@ -121,7 +121,8 @@ def clean_quotes(raw: pd.DataFrame, history: pd.DataFrame | None = None) -> Clea
 
     # A few hundred distinct symbols over a million rows: validate each distinct value once.
     distinct = frame["symbol"].drop_duplicates()
-    symbols = frame["symbol"].map(dict(zip(distinct, distinct.map(_normalised_symbol))))
+    # (object dtype also when empty: an empty float column would clash with the string one in Parquet)
+    symbols = frame["symbol"].map(dict(zip(distinct, distinct.map(_normalised_symbol)))).astype("object")
     reject(symbols.isna(), "malformed_symbol", lambda r: f"symbol {str(r.symbol)[:40]!r} is not a Yahoo symbol")
     frame["symbol"] = symbols.fillna(frame["symbol"].astype(str).str.slice(0, 40))
 
