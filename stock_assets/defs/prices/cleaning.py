@@ -11,7 +11,7 @@ column(s) and values that broke it):
 | missing_volume        | the volume is missing (NaN)                                            |
 | non_finite_value      | a price or the volume is infinite; detail e.g. "high is inf"           |
 | non_positive_price    | a price is zero or negative, or so small it rounds to zero (6 decimals)|
-| implausible_price     | a price at or above MAX_PRICE (1e7; BRK-A trades near 1e6): 1e300 etc. |
+| implausible_price     | a price at or above MAX_PRICE (1e7 in its quoted unit): 1e300 etc.     |
 | negative_volume       | volume below zero                                                      |
 | zero_volume_bar       | volume is zero: no S&P 500 stock goes a full session without a trade,  |
 |                       | so it is a bad bar (e.g. PFE 2019-11-18, O=H=L=C, volume 0). yfinance  |
@@ -73,8 +73,8 @@ REJECTED_COLUMNS = [
 PRICE_DECIMALS = 6
 # Relative slack for OHLC comparisons: float32 prices carry ~1e-7 relative noise.
 OHLC_TOLERANCE = 1e-6
-# No listed share trades at ten million in its currency (BRK-A: ~700,000 USD; the dearest JPY and
-# KRW shares stay below 1e6): a price at or above this is garbage, not a quote.
+# No listed share trades at ten million in its quoted unit (BRK-A: ~700,000 USD; LG H&H peaked near
+# 1,700,000 KRW in 2021; London pence and Tokyo yen quotes stay far below): at or above it, garbage.
 MAX_PRICE = 1e7
 # Two rows for one symbol and day conflict when one of these differs (adj_close alone may change
 # between fetches: Yahoo restates it with every later dividend).
