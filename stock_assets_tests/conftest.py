@@ -54,6 +54,6 @@ def database(database_url: str) -> PostgresResource:
             conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier("market", name)))
         conn.execute(
             "TRUNCATE market.ticker_universe, market.price_rejections, market.sector_daily_performance,"
-            " market.sector_monthly_summary"
+            " market.sector_monthly_summary, market.confirmed_moves"
         )
     return resource

@@ -171,3 +171,16 @@ def test_a_split_event_with_neither_move_is_rejected_when_fetch_times_are_unknow
     assert result.rejected["detail"].item().startswith(
         "Yahoo reports a 4:1 split on this day; the close should move x1/4 from the previous close 124.808 "
         "(2020-08-28) (fetched before the split) or not at all (fetched after it), but it moved x2.068 (close 258.08)")
+
+
+def test_a_confirmed_move_is_kept_and_the_other_rules_still_apply():
+    raw = _raw("MSFT", "2019-01-02", "2019-02-01")
+    raw.loc[pd.to_datetime(raw["trade_date"]) >= pd.Timestamp("2019-01-15"), PRICES] /= 2
+    confirmed = [("MSFT", dt.date(2019, 1, 15))]
+    assert clean_quotes(raw, confirmed_moves=confirmed).rejected.empty
+    # Confirmed is not exempt: a missing volume still rejects the day, and the break then shows on
+    # the next day, which nobody confirmed.
+    raw.loc[_at(raw, "2019-01-15"), "volume"] = float("nan")
+    rejected = clean_quotes(raw, confirmed_moves=confirmed).rejected
+    assert list(zip(rejected["trade_date"], rejected["reason"])) == [
+        (dt.date(2019, 1, 15), "missing_volume"), (dt.date(2019, 1, 16), "split_mismatch")]

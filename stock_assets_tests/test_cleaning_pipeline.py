@@ -265,3 +265,32 @@ def test_a_volume_yahoo_left_out_is_rejected_as_missing_not_as_a_zero_volume_bar
          "with o=37.28 h=37.28 l=37.28 c=37.28"),
         ("MRK", dt.date(2019, 11, 19), "missing_volume", "volume is NaN (Yahoo sent no volume)"),
     ]
+
+
+def _spin_off(prices: pd.DataFrame, splits: pd.DataFrame):
+    """PEP as if a spin-off halved it on 2019-06-04: an ordinary day at half the price, no event."""
+    prices.loc[(prices["symbol"] == "PEP") & (prices["date"] >= "2019-06-04"), PRICES] /= 2
+    return prices, splits
+
+
+def test_a_move_the_operator_confirmed_is_stored_the_next_time_the_day_is_cleaned(database, landing):
+    with _yahoo(_archive(_spin_off)) as quotes:
+        resources = _resources(database, landing, ["KO", "PEP"], quotes)
+        instance = dg.DagsterInstance.ephemeral()
+        assert _run(instance, resources, "2019-05-28", "2019-06-07").success
+    [(symbol, day, reason, detail)] = _rejections(database)
+    assert (symbol, day, reason) == ("PEP", dt.date(2019, 6, 4), "split_mismatch")
+    assert detail.endswith("like a split, but Yahoo reports no split on this day")
+
+    # Checked (a spin-off went ex that day): confirmed in PostgreSQL, the day re-materialized.
+    with database.begin() as conn:
+        conn.execute(text("INSERT INTO market.confirmed_moves (symbol, trade_date, note) VALUES "
+                          "('PEP', '2019-06-04', 'spin-off went ex; checked against the exchange notice')"))
+    assert _run(instance, resources, "2019-06-04", selection=["cleaned_prices"]).success
+    assert _rejections(database) == []
+    stored = _cleaned(landing, "2019-06-04").set_index("symbol")
+    assert stored.loc["PEP", "close"] == pytest.approx(
+        PriceArchive.bundled().bars("PEP", dt.date(2019, 6, 4), dt.date(2019, 6, 5))["close"].item() / 2, abs=1e-6)
+    with database.begin() as conn:  # who confirmed it, recorded
+        confirmed = conn.execute(text("SELECT symbol, trade_date, confirmed_by <> '' FROM market.confirmed_moves")).all()
+    assert [tuple(row) for row in confirmed] == [("PEP", dt.date(2019, 6, 4), True)]

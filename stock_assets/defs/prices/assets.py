@@ -92,13 +92,15 @@ def cleaned_prices(
     duplicates, moves like an unreported split, x10+ jumps) are written with their reason and a
     detail naming what was wrong to `market.price_rejections`, replaced for the partition range
     on every run. A run's first day is compared with the raw bars of the days before it, read
-    from the landing zone (see stock_assets/defs/prices/cleaning.py for every rule).
+    from the landing zone; a move an operator confirmed in `market.confirmed_moves` is kept (see
+    stock_assets/defs/prices/cleaning.py for every rule).
 
     The checks are evaluated for each day of the run, each day with its own result (a weekend or
     holiday passes: nothing to check); a day that fails a blocking check fails the run, naming it.
     """
     start, end = window_dates(context.partition_time_window)
-    result = clean_quotes(raw_quotes, history=previous_raw_quotes(landing_io_manager, start))
+    result = clean_quotes(raw_quotes, history=previous_raw_quotes(landing_io_manager, start),
+                          confirmed_moves=confirmed_moves(database, start, end))
     _replace_rejections(database, result, start, end)
     listings = upsert_listings(database, raw_quotes)
 
@@ -379,6 +381,16 @@ def _materializations(context: dg.AssetExecutionContext, partitions: Sequence[st
             targets[record.partition_key] = AssetCheckEvaluationTargetMaterializationData(
                 storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp)
     return targets
+
+
+def confirmed_moves(database: PostgresResource, start: dt.date, end: dt.date) -> list[tuple[str, dt.date]]:
+    """The (symbol, day) moves an operator confirmed in market.confirmed_moves, for the run's days
+    and the HISTORY_DAYS before them (its previous bars)."""
+    first = start - dt.timedelta(days=HISTORY_DAYS)
+    with database.begin() as conn:
+        rows = conn.execute(text("SELECT symbol, trade_date FROM market.confirmed_moves"
+                                 " WHERE trade_date >= :first AND trade_date < :end"), {"first": first, "end": end})
+        return [(symbol, day) for symbol, day in rows]
 
 
 def previous_raw_quotes(landing: LandingIOManager, start: dt.date) -> pd.DataFrame | None:

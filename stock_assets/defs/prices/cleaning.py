@@ -33,7 +33,7 @@ The last two compare each bar with the symbol's previous bar (the previous sessi
 `history`, stand in for the bar before a run's first day); they reject, rather than only warn,
 because a bar they catch would put a false -80% or x100 return into every series computed
 from the table. The rejection names the rule, the move and the previous close, for the operator
-to refetch or confirm.
+to refetch, or to confirm in `market.confirmed_moves` (then those two rules leave the bar alone).
 
 yfinance's own `repair=True` is not used: measured on the bundled recorded data (every ticker's
 whole history through the replay, `python -m stock_assets.bench.repair`), it rewrote adj_close
@@ -53,6 +53,8 @@ frame carries beyond the landing schema are ignored.
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,12 +93,15 @@ class CleaningResult:
         return {str(k): int(v) for k, v in self.rejected["reason"].value_counts().sort_index().items()}
 
 
-def clean_quotes(raw: pd.DataFrame, history: pd.DataFrame | None = None) -> CleaningResult:
+def clean_quotes(
+    raw: pd.DataFrame, history: pd.DataFrame | None = None, confirmed_moves: Iterable[tuple[str, dt.date]] = ()
+) -> CleaningResult:
     """Split raw landing rows into clean prices and rejected rows (with reasons).
 
     `history`: raw rows of the sessions before `raw`'s first day (same schema), the previous bars
     the day-over-day rules compare a run's first day with. They are checked like `raw`'s rows but
-    never returned, neither clean nor rejected.
+    never returned, neither clean nor rejected. `confirmed_moves`: (symbol, day) pairs an operator
+    confirmed (market.confirmed_moves), which the day-over-day rules leave alone.
     """
     # pandas 3 copies on write: assigning columns below never touches `raw`, so no upfront copy.
     frame = raw.reset_index(drop=True)
@@ -153,7 +158,7 @@ def clean_quotes(raw: pd.DataFrame, history: pd.DataFrame | None = None) -> Clea
            lambda r: f"{_ohlc(r)} violates low <= open, close <= high")
 
     _reject_duplicates(frame, reason, detail)
-    moved, why = continuity_flags(frame, reason.isna())
+    moved, why = continuity_flags(frame, reason.isna(), confirmed_moves)
     fresh = moved.notna() & reason.isna()
     reason[fresh], detail[fresh] = moved[fresh], why[fresh]
 

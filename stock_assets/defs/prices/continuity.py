@@ -44,6 +44,8 @@ Everything here is vectorised over the whole frame (one sort, grouped shifts), n
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterable
 from fractions import Fraction
 
 import numpy as np
@@ -67,11 +69,14 @@ _SIGNED = np.sort(np.concatenate([np.log(SPLIT_RATIOS), -np.log(SPLIT_RATIOS)]))
 _SIGNED_MIDPOINTS = (_SIGNED[1:] + _SIGNED[:-1]) / 2
 
 
-def continuity_flags(frame: pd.DataFrame, candidates: pd.Series) -> tuple[pd.Series, pd.Series]:
+def continuity_flags(
+    frame: pd.DataFrame, candidates: pd.Series, confirmed: Iterable[tuple[str, dt.date]] = ()
+) -> tuple[pd.Series, pd.Series]:
     """(reason, detail) for the rows of `frame` whose move from their previous bar is unexplained.
 
     `candidates` marks the rows that passed the per-row rules (one per symbol and day); only they
-    are compared, and only they are used as previous bars. Rows not flagged get <NA>.
+    are compared, and only they are used as previous bars. `confirmed` (symbol, day) moves were
+    checked by an operator (market.confirmed_moves): never flagged. Rows not flagged get <NA>.
     """
     reason = pd.Series(pd.NA, index=frame.index, dtype="object")
     detail = pd.Series(pd.NA, index=frame.index, dtype="object")
@@ -89,15 +94,17 @@ def continuity_flags(frame: pd.DataFrame, candidates: pd.Series) -> tuple[pd.Ser
     rows["code"] = pd.factorize(rows["symbol"])[0]
     rows = rows.sort_values(["code", "day"], kind="stable")
     code = rows["code"].to_numpy()
+    keys = [(str(symbol), pd.Timestamp(day)) for symbol, day in confirmed]
+    accepted = pd.MultiIndex.from_arrays([rows["symbol"], rows["day"]]).isin(keys) if keys else None
 
-    first = _judge(rows, code, reference=np.ones(len(rows), dtype=bool))
+    first = _judge(rows, code, reference=np.ones(len(rows), dtype=bool), accepted=accepted)
     # A one-day outlier: flagged, and the next bar's move cancels it. Not a reference for the next bar.
     same_next = np.append(code[1:] == code[:-1], False)
     flagged, residual = first["flagged"].to_numpy(), first["residual"].to_numpy()
     next_flagged = np.append(flagged[1:], False) & same_next
     next_residual = np.append(residual[1:], 0.0)
     outlier = flagged & next_flagged & (np.abs(residual + next_residual) < SPLIT_TOLERANCE)
-    judged = _judge(rows, code, reference=~outlier) if outlier.any() else first
+    judged = _judge(rows, code, reference=~outlier, accepted=accepted) if outlier.any() else first
     judged.loc[outlier] = first.loc[outlier]  # an outlier itself is judged against its own previous bar
 
     flagged = judged[judged["flagged"]]
@@ -112,10 +119,12 @@ def continuity_flags(frame: pd.DataFrame, candidates: pd.Series) -> tuple[pd.Ser
     return reason, detail
 
 
-def _judge(rows: pd.DataFrame, code: np.ndarray, reference: np.ndarray) -> pd.DataFrame:
+def _judge(rows: pd.DataFrame, code: np.ndarray, reference: np.ndarray,
+           accepted: np.ndarray | None = None) -> pd.DataFrame:
     """Each row's move from the previous reference bar of its symbol, and whether it is unexplained.
 
-    `rows` are sorted by symbol `code`, then day; `reference` marks the rows usable as previous bars."""
+    `rows` are sorted by symbol `code`, then day; `reference` marks the rows usable as previous bars;
+    `accepted` the rows whose move an operator confirmed (never flagged)."""
     # Index of the last reference row strictly before each row, if it is of the same symbol.
     positions = np.arange(len(rows))
     last = np.maximum.accumulate(np.where(reference, positions, -1))
@@ -154,6 +163,8 @@ def _judge(rows: pd.DataFrame, code: np.ndarray, reference: np.ndarray) -> pd.Da
     matched = np.where(split_like, nearest, np.nan)
     implausible = ~split_like & (residual.abs() >= np.log(JUMP_LIMIT)).to_numpy()
     flagged = (split_like | implausible) & has_previous
+    if accepted is not None:
+        flagged &= ~accepted
     return pd.DataFrame({
         "flagged": flagged,
         "split_like": split_like,
