@@ -22,6 +22,9 @@ and details:
   a failure fails this check, naming the day. With the
   replay source the newest session that can exist is the archive's last day, and being behind is
   a warning, not a failure (a replay never advances on its own).
+- `warehouse_lag`: how far `market.prices` and the sector tables lag behind the newest clean day
+  (the newest NYSE session of `cleaned_prices` materialized whose blocking checks have not failed),
+  in NYSE sessions: a gap filled upstream that never reached the warehouse shows here.
 - `daemon`: Dagster's daemon heartbeats (schedules, sensors, backfills and the run queue need it).
 
 Nothing here starts a server or changes data: an embedded PostgreSQL that is not running is
@@ -48,6 +51,7 @@ from sqlalchemy.pool import NullPool
 
 from stock_assets import settings
 from stock_assets.database.urls import redact, with_driver
+from stock_assets.partitions import FIRST_DAY as FIRST_DAY_OF_DATA
 from stock_assets.partitions import MARKET_TIMEZONE, is_trading_day, trading_days
 
 if TYPE_CHECKING:
@@ -405,6 +409,58 @@ def check_daily_partitions(
         return done(OK, summary, details)
 
 
+def check_warehouse_lag(instance: dg.DagsterInstance | None, engine: Engine | None,
+                        instance_error: str | None = None) -> CheckResult:
+    """How many NYSE sessions `market.prices` and the sector tables are behind the newest clean day."""
+    import dagster as dg
+
+    from stock_assets.defs.prices.assets import CHECKS
+
+    with _timed("warehouse_lag") as done:
+        if instance is None or engine is None:
+            return done(SKIPPED, "needs the Dagster instance and the database: "
+                                 f"{instance_error or 'not available'}")
+        key = dg.AssetKey(DAILY_ASSET)
+        failed = {day for days in failing_blocking_partitions(
+            instance, [dg.AssetCheckKey(key, spec.name) for spec in CHECKS if spec.blocking]).values() for day in days}
+        clean = sorted(day for day in (dt.date.fromisoformat(k) for k in instance.get_materialized_partitions(key))
+                       if is_trading_day(day) and day.isoformat() not in failed)
+        if not clean:
+            return done(SKIPPED, f"no clean NYSE session of {DAILY_ASSET} yet: nothing the warehouse could lag behind")
+        newest_clean = clean[-1]
+        tables = {"market.prices": "SELECT max(trade_date) FROM market.prices",
+                  "market.sector_daily_performance": "SELECT max(trade_date) FROM market.sector_daily_performance",
+                  "market.sector_monthly_summary": "SELECT max(month) FROM market.sector_monthly_summary"}
+        newest: dict[str, dt.date | None] = {}
+        with engine.connect() as conn:
+            for table, query in tables.items():
+                try:
+                    newest[table] = conn.execute(text(query)).scalar_one()
+                except Exception:  # noqa: BLE001 - table not created yet: nothing loaded
+                    conn.rollback()
+                    newest[table] = None
+        lag = {}
+        for table in ("market.prices", "market.sector_daily_performance"):
+            day = newest[table]
+            lag[table] = len(trading_days(dt.date.fromisoformat(FIRST_DAY_OF_DATA), newest_clean + dt.timedelta(days=1))) \
+                if day is None else sessions_behind(day, newest_clean)
+        month = newest["market.sector_monthly_summary"]
+        monthly_behind = month is None or month < newest_clean.replace(day=1)
+        details = {
+            "newest_clean_day": newest_clean.isoformat(),
+            "newest": {table: day.isoformat() if day else None for table, day in newest.items()},
+            "sessions_behind": lag,
+            "sector_monthly_summary_month_missing": monthly_behind,
+        }
+        parts = [f"{table} {count} session(s) behind" for table, count in lag.items() if count]
+        if monthly_behind:
+            parts.append(f"market.sector_monthly_summary has no {newest_clean:%Y-%m}")
+        if parts:
+            return done(WARN, f"behind the newest clean day {newest_clean}: " + "; ".join(parts), details)
+        return done(OK, f"market.prices and the sector tables are up to date with the newest clean day {newest_clean}",
+                    details)
+
+
 def check_daemon(instance: dg.DagsterInstance | None, now: dt.datetime, instance_error: str | None = None) -> CheckResult:
     with _timed("daemon") as done:
         if instance is None:
@@ -501,10 +557,12 @@ def run_health(
             "not requested" if not use_instance else "the database is not reachable")
         checks.append(check_daily_partitions(instance, engine if database_ok else None, now, source,
                                              max_stale_sessions, instance_error=why))
+        checks.append(check_warehouse_lag(instance, engine if database_ok else None, instance_error=why))
         checks.append(check_daemon(instance, now, instance_error=why))
     else:
         with open_instance() as (opened, error):
             checks.append(check_daily_partitions(opened, engine, now, source, max_stale_sessions, error))
+            checks.append(check_warehouse_lag(opened, engine, error))
             checks.append(check_daemon(opened, now, error))
     if engine is not None:
         engine.dispose()
