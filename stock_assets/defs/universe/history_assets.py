@@ -5,6 +5,8 @@ definitions"); these two assets hold the dated histories, with their sources, as
 """
 
 
+import hashlib
+
 import dagster as dg
 import pandas as pd
 from sqlalchemy import text
@@ -21,6 +23,11 @@ from stock_assets.metadata import asset_metadata
 
 MEMBERSHIP_TABLE = "market.index_membership"
 CLASSIFICATION_TABLE = "market.sector_classification"
+
+
+def _data_version(frame: pd.DataFrame) -> dg.DataVersion:
+    """The content's hash: unchanged history, unchanged version (automation can tell a no-op refresh)."""
+    return dg.DataVersion(hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()[:16])
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
@@ -54,7 +61,7 @@ def index_membership(context: dg.AssetExecutionContext, database: PostgresResour
     current = int(frame["valid_to"].isna().sum())
     context.log.info("Index membership: %d stints of %d tickers, %d current members",
                      len(frame), frame["symbol"].nunique(), current)
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(data_version=_data_version(frame), metadata={
         "dagster/row_count": len(frame),
         "tickers": int(frame["symbol"].nunique()),
         "current_members": current,
@@ -105,7 +112,7 @@ def sector_classification(context: dg.AssetExecutionContext, database: PostgresR
     moved = sorted(set(changes["symbol"]) & set(current["symbol"]))
     context.log.info("Classification: %d periods of %d symbols; %d of today's symbols changed sector",
                      len(periods), periods["symbol"].nunique(), len(moved))
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(data_version=_data_version(periods), metadata={
         "dagster/row_count": len(periods),
         "gics_changes": len(changes),
         "symbols_reclassified": len(moved),
