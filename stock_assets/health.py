@@ -439,11 +439,10 @@ def check_warehouse_lag(instance: dg.DagsterInstance | None, engine: Engine | No
                 except Exception:  # noqa: BLE001 - table not created yet: nothing loaded
                     conn.rollback()
                     newest[table] = None
-        lag = {}
-        for table in ("market.prices", "market.sector_daily_performance"):
-            day = newest[table]
-            lag[table] = len(trading_days(dt.date.fromisoformat(FIRST_DAY_OF_DATA), newest_clean + dt.timedelta(days=1))) \
-                if day is None else sessions_behind(day, newest_clean)
+        # An empty table is behind by every session since the partitions start.
+        since_start = dt.date.fromisoformat(FIRST_DAY_OF_DATA) - dt.timedelta(days=1)
+        lag = {table: sessions_behind(newest[table] or since_start, newest_clean)
+               for table in ("market.prices", "market.sector_daily_performance")}
         month = newest["market.sector_monthly_summary"]
         monthly_behind = month is None or month < newest_clean.replace(day=1)
         details = {

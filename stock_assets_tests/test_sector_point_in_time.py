@@ -266,7 +266,8 @@ def test_bundled_membership_and_classification_tables(resources, database):
     again = _materialize(resources, REFERENCE, ["AAPL", "MSFT"])
     for asset in ("index_membership", "sector_classification"):
         # Same content, same data version: a refresh that changed nothing is recognisable as such.
-        versions = [run.asset_materializations_for_node(asset)[0].tags["dagster/data_version"] for run in (first, again)]
+        versions = [run.asset_materializations_for_node(asset)[0].tags["dagster/data_version"]
+                    for run in (first, again)]
         assert versions[0] == versions[1], asset
     with database.begin() as conn:
         def sector(symbol, day):
@@ -292,3 +293,46 @@ def test_bundled_membership_and_classification_tables(resources, database):
             "AND (valid_to IS NULL OR valid_to > '2020-10-27') AND symbol = ANY(:s)"),
             {"s": ["AAPL", "GE", "O", "EQIX", "V", "MA", "D"]}).scalar_one()
         assert sample == 7
+
+
+# -- additions and removals: a removed ticker counts while it was a member --------------------------
+
+def test_removed_ticker_counts_until_its_removal_and_an_added_one_from_its_addition(resources, database):
+    """December 2020: TSLA joined the S&P 500 on 2020-12-21, replacing AIV (Real Estate since 2016).
+    Prices of both are stored for the whole month (synthetic: after the bundled data)."""
+    from stock_assets.partitions import trading_days
+
+    symbols = ["TSLA", "AIV", "SPG", "HD"]
+    _materialize(resources, REFERENCE, ["SPG", "HD", "TSLA"])
+    with database.psycopg_connection() as conn:
+        for seed, month in enumerate((dt.date(2020, 11, 1), dt.date(2020, 12, 1))):
+            end = (month + dt.timedelta(days=32)).replace(day=1)
+            load_month(conn, month, _synthetic_month(symbols, trading_days(month, end), seed))
+    result = _materialize(resources, SECTORS, ["SPG", "HD", "TSLA"], "2020-12-01")
+
+    daily = _published(database, "sector_daily_performance", "trade_date", dt.date(2020, 12, 1), dt.date(2021, 1, 1))
+    friday, monday = dt.date(2020, 12, 18), dt.date(2020, 12, 21)
+    assert daily.loc[("Real Estate", friday), "members"] == 2  # SPG and AIV
+    assert daily.loc[("Real Estate", monday), "members"] == 1  # AIV left
+    assert daily.loc[("Consumer Discretionary", friday), "members"] == 1  # HD; TSLA not yet a member
+    assert daily.loc[("Consumer Discretionary", monday), "members"] == 2
+
+    with database.begin() as conn:
+        stints = pd.read_sql(text("SELECT symbol, valid_from, valid_to FROM market.index_membership "
+                                  "WHERE symbol = ANY(:s)"), conn, params={"s": symbols})
+    rows = _stored_prices(database).dropna(subset=["ret"])
+    rows = rows[rows["trade_date"] >= dt.date(2020, 12, 1)]
+    sector_of = {"TSLA": "Consumer Discretionary", "HD": "Consumer Discretionary", "SPG": "Real Estate",
+                 "AIV": "Real Estate"}
+    keep = [((stints["symbol"] == s) & (stints["valid_from"] <= d)
+             & (stints["valid_to"].isna() | (stints["valid_to"] > d))).any()
+            for s, d in zip(rows["symbol"], rows["trade_date"])]
+    rows = rows[keep].assign(sector=lambda f: f["symbol"].map(sector_of))
+    assert_matches(daily, expected_daily(rows))
+    monthly = _published(database, "sector_monthly_summary", "month", dt.date(2020, 12, 1), dt.date(2021, 1, 1))
+    assert_matches(monthly, expected_monthly(rows, dt.date(2020, 12, 1)).assign(month=dt.date(2020, 12, 1))
+                   .set_index("month", append=True))
+    # Reported per month: members of the index without stored prices are not errors.
+    metadata = result.asset_materializations_for_node("sector_daily_performance")[0].metadata
+    assert metadata["index_members_without_prices"].value == metadata["index_members"].value - 4
+    assert metadata["stored_symbols_not_in_index"].value == 0

@@ -72,7 +72,8 @@ def membership_intervals() -> pd.DataFrame:
         "source": CONSTITUENTS_SOURCE,
     })
     # A stint starting on the same day as a closed one in the history would clash on the key.
-    extra = extra[~extra.set_index(["symbol", "valid_from"]).index.isin(frame.set_index(["symbol", "valid_from"]).index)]
+    known = frame.set_index(["symbol", "valid_from"]).index
+    extra = extra[~extra.set_index(["symbol", "valid_from"]).index.isin(known)]
     frame = pd.concat([frame, extra], ignore_index=True)
     return frame.sort_values(["symbol", "valid_from"], ignore_index=True)
 
