@@ -336,3 +336,14 @@ def test_removed_ticker_counts_until_its_removal_and_an_added_one_from_its_addit
     metadata = result.asset_materializations_for_node("sector_daily_performance")[0].metadata
     assert metadata["index_members_without_prices"].value == metadata["index_members"].value - 4
     assert metadata["stored_symbols_not_in_index"].value == 0
+
+
+def test_sector_figures_refuse_to_run_without_membership_and_classification(resources, database):
+    _materialize(resources, ["ticker_universe"], ["AAPL"])
+    result = dg.materialize(ASSETS, selection=["sector_daily_performance"], partition_key="2020-03-01",
+                            resources={**resources, "tickers": TickerSelection(tickers=["AAPL"])},
+                            raise_on_error=False)
+    assert not result.success
+    told = result.get_step_failure_events()[0].step_failure_data.user_failure_data.description
+    assert "market.index_membership and market.sector_classification are empty" in told
+    assert "universe_job" in told

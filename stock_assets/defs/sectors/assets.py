@@ -34,6 +34,7 @@ def _replace_months(
     """Replace each month of the run's partitions with the named query's output, one transaction per
     month; returns the rows written per month (partition key)."""
     insert = text(load_query(query_name))
+    _require_point_in_time_tables(database)
     rows = {}
     for key in context.partition_keys:
         start, end = month_bounds(key)
@@ -42,6 +43,23 @@ def _replace_months(
             conn.execute(delete, params)
             rows[key] = conn.execute(insert, params).rowcount
     return rows
+
+
+def _require_point_in_time_tables(database: PostgresResource) -> None:
+    """Without membership or classification, every figure would silently be empty: refuse instead."""
+    with database.begin() as conn:
+        filled = conn.execute(text(
+            "SELECT EXISTS (SELECT 1 FROM market.index_membership), EXISTS (SELECT 1 FROM market.sector_classification)"
+        )).one()
+    empty = [table for table, has_rows in zip(("market.index_membership", "market.sector_classification"), filled)
+             if not has_rows]
+    if empty:
+        raise dg.Failure(
+            description=f"{' and '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty: sector figures use each "
+                        "day's index members and GICS sectors; materialize index_membership and "
+                        "sector_classification first (`universe_job`)",
+            allow_retries=False,
+        )
 
 
 def _run_range(context: dg.AssetExecutionContext) -> dict[str, object]:
