@@ -2,7 +2,8 @@
 
 Downstream monthly assets follow their upstream declaratively instead of through sensors: when a
 daily partition is re-materialized (a gap filled, a restatement), the month that holds it reloads,
-and the sector aggregations of that month follow.
+and the sector aggregations of that month follow, and so do the next month's (their first return
+starts from this month's last close: the sector assets depend on the previous month too).
 """
 
 import datetime as dt

@@ -46,12 +46,17 @@ def instance():
 
 
 @pytest.fixture
-def run(database, tmp_path, instance):
+def landing(tmp_path):
+    return LandingIOManager(base_dir=str(tmp_path / "landing"))
+
+
+@pytest.fixture
+def run(database, landing, instance):
     resources = {
         "database": database,
         "quotes": QuoteClient(),
         "tickers": TickerSelection(tickers=TICKERS),
-        "landing_io_manager": LandingIOManager(base_dir=str(tmp_path / "landing")),
+        "landing_io_manager": landing,
     }
 
     def materialize(selection=None, first=None, last=None, evaluate=None):
@@ -73,7 +78,7 @@ def _requested(result, asset: str) -> set[str]:
     return set(result.get_requested_partitions(dg.AssetKey(asset)))
 
 
-def test_loading_the_previous_month_recomputes_the_next_months_first_day(run, instance, database):
+def test_loading_the_previous_month_recomputes_the_next_months_first_day(run, instance, database, landing):
     run(["ticker_universe", "index_membership", "sector_classification"])
     run(["raw_quotes", "cleaned_prices"], "2020-01-01", "2020-01-31")
     run(["monthly_prices", "sector_daily_performance", "sector_monthly_summary"], "2020-01-01")
@@ -101,6 +106,23 @@ def test_loading_the_previous_month_recomputes_the_next_months_first_day(run, in
     assert not (after["equal_weight_return"] == before["equal_weight_return"]).any()
     rows = _members(database, _stored_prices(database))
     assert_matches(january, expected_daily(rows[rows["trade_date"] >= dt.date(2020, 1, 1)]))
+
+    # A correction to December's last day (as a restatement would bring), and December reloads:
+    # January's figures are requested again and change with it.
+    landing_file = landing.path_for(dg.AssetKey("cleaned_prices"), "2019-12-31")
+    corrected = pd.read_parquet(landing_file)
+    corrected.loc[corrected["symbol"] == "AAPL", "adj_close"] *= 1.05
+    corrected.to_parquet(landing_file, index=False)
+    third = run(evaluate=second.cursor)
+    run(["monthly_prices"], "2019-12-01")
+    fourth = run(evaluate=third.cursor)
+    assert "2020-01-01" in _requested(fourth, "sector_daily_performance")
+    run(["sector_daily_performance", "sector_monthly_summary"], "2020-01-01")
+    reloaded = _published(database, "sector_daily_performance", "trade_date", dt.date(2020, 1, 1), dt.date(2020, 2, 1))
+    first_day = ("Information Technology", dt.date(2020, 1, 2))
+    assert reloaded.loc[first_day, "equal_weight_return"] != pytest.approx(january.loc[first_day, "equal_weight_return"])
+    rows = _members(database, _stored_prices(database))
+    assert_matches(reloaded, expected_daily(rows[rows["trade_date"] >= dt.date(2020, 1, 1)]))
 
 
 def test_a_filled_day_loads_its_month_while_other_days_of_it_do_not_exist(run, instance, database):

@@ -39,7 +39,9 @@ def _records(frame: pd.DataFrame) -> list[dict]:
     kinds={"postgres", "pandas"},
     owners=["team:market-data"],
     code_version="1",
-    metadata={**asset_metadata("index_membership"), "source_file": f"stock_assets/data/{MEMBERSHIP_FILE}"},
+    metadata={**asset_metadata("index_membership"), "source_file": f"stock_assets/data/{MEMBERSHIP_FILE}",
+              "source": "github.com/fja05680/sp500 sp500_ticker_start_end.csv @ 0803e409 (MIT); "
+                        "stock_assets/data/SOURCES.md"},
 )
 def index_membership(context: dg.AssetExecutionContext, database: PostgresResource) -> dg.MaterializeResult:
     """S&P 500 membership over time, one row per stint of a ticker in the index, into
@@ -75,7 +77,9 @@ def index_membership(context: dg.AssetExecutionContext, database: PostgresResour
     kinds={"postgres", "pandas"},
     owners=["team:market-data"],
     code_version="1",
-    metadata={**asset_metadata("sector_classification"), "source_file": f"stock_assets/data/{GICS_CHANGES_FILE}"},
+    metadata={**asset_metadata("sector_classification"), "source_file": f"stock_assets/data/{GICS_CHANGES_FILE}",
+              "source": "S&P Dow Jones Indices / MSCI GICS announcements of 2016, 2018 and 2023; "
+                        "stock_assets/data/SOURCES.md"},
 )
 def sector_classification(context: dg.AssetExecutionContext, database: PostgresResource) -> dg.MaterializeResult:
     """GICS sector per symbol and period, into `market.sector_classification` (replaced as a whole).
