@@ -425,9 +425,10 @@ def check_warehouse_lag(instance: dg.DagsterInstance | None, engine: Engine | No
             instance, [dg.AssetCheckKey(key, spec.name) for spec in CHECKS if spec.blocking]).values() for day in days}
         clean = sorted(day for day in (dt.date.fromisoformat(k) for k in instance.get_materialized_partitions(key))
                        if is_trading_day(day) and day.isoformat() not in failed)
-        if not clean:
-            return done(SKIPPED, f"no clean NYSE session of {DAILY_ASSET} yet: nothing the warehouse could lag behind")
-        newest_clean = clean[-1]
+        newest_clean = _newest_with_rows(instance, key, clean)
+        if newest_clean is None:
+            return done(SKIPPED, f"no clean NYSE session of {DAILY_ASSET} with rows yet: nothing the warehouse "
+                                 "could lag behind")
         tables = {"market.prices": "SELECT max(trade_date) FROM market.prices",
                   "market.sector_daily_performance": "SELECT max(trade_date) FROM market.sector_daily_performance",
                   "market.sector_monthly_summary": "SELECT max(month) FROM market.sector_monthly_summary"}
@@ -458,6 +459,31 @@ def check_warehouse_lag(instance: dg.DagsterInstance | None, engine: Engine | No
             return done(WARN, f"behind the newest clean day {newest_clean}: " + "; ".join(parts), details)
         return done(OK, f"market.prices and the sector tables are up to date with the newest clean day {newest_clean}",
                     details)
+
+
+def _newest_with_rows(instance: dg.DagsterInstance, key: dg.AssetKey, sessions: list[dt.date],
+                      chunk: int = 20) -> dt.date | None:
+    """The newest of `sessions` whose latest materialization stored rows (`dagster/row_count` > 0):
+    a session materialized empty (after the end of the data, a day Yahoo had nothing for) is not
+    a day the warehouse could hold."""
+    import dagster as dg
+
+    for end in range(len(sessions), 0, -chunk):
+        batch = [day.isoformat() for day in sessions[max(0, end - chunk):end]]
+        latest: dict[str, int] = {}
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=batch), limit=len(batch) * 20).records
+        for record in records:  # newest first
+            partition = record.partition_key
+            if partition in latest:
+                continue
+            materialization = record.asset_materialization
+            count = materialization.metadata.get("dagster/row_count") if materialization else None
+            latest[partition] = int(count.value) if count is not None else 0
+        with_rows = [day for day in batch if latest.get(day, 0) > 0]
+        if with_rows:
+            return dt.date.fromisoformat(max(with_rows))
+    return None
 
 
 def check_daemon(instance: dg.DagsterInstance | None, now: dt.datetime, instance_error: str | None = None) -> CheckResult:

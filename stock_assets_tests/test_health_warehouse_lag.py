@@ -46,3 +46,25 @@ def test_warehouse_lag_behind_the_newest_clean_day(database, tmp_path):
     assert behind.details["newest"]["market.prices"] == "2020-03-06"
     assert "market.prices 2 session(s) behind" in behind.summary
     engine.dispose()
+
+
+def test_days_materialized_empty_after_the_end_of_the_data_are_not_lag(database, tmp_path):
+    """The replay ends on 2020-10-27: sessions after it are materialized empty, and a warehouse
+    holding 2020-10-27 is up to date."""
+    instance = dg.DagsterInstance.ephemeral()
+    resources = {"database": database, "quotes": QuoteClient(), "tickers": TickerSelection(tickers=["AAPL", "XOM"]),
+                 "landing_io_manager": LandingIOManager(base_dir=str(tmp_path / "landing"))}
+    tags = {"dagster/asset_partition_range_start": "2020-10-22", "dagster/asset_partition_range_end": "2020-10-30"}
+    for selection, run_tags, key in (
+        (["ticker_universe", "index_membership", "sector_classification"], {}, None),
+        (["raw_quotes", "cleaned_prices"], tags, None),
+        (["monthly_prices", "sector_daily_performance", "sector_monthly_summary"], {}, "2020-10-01"),
+    ):
+        assert dg.materialize(ASSETS, selection=selection, resources=resources, instance=instance, tags=run_tags,
+                              partition_key=key).success
+    engine = health_engine(database.resolved_url)
+    lag = check_warehouse_lag(instance, engine)
+    engine.dispose()
+    assert lag.details["newest_clean_day"] == "2020-10-27"
+    assert (lag.status, lag.details["sessions_behind"]) == (OK, {"market.prices": 0,
+                                                                 "market.sector_daily_performance": 0})
