@@ -168,3 +168,20 @@ def test_demo_range_starts_from_the_previous_month():
     assert previous_month(dt.date(2020, 1, 1)) == dt.date(2019, 12, 1)
     assert previous_month(dt.date(2016, 1, 1)) == dt.date(2016, 1, 1)  # the partitions start there
     assert pd.Timestamp(previous_month(dt.date(2020, 3, 1))).month == 2
+
+
+def test_loading_the_days_a_month_has_keeps_the_stored_days_it_has_no_file_for(run, database, landing):
+    run(["raw_quotes", "cleaned_prices"], "2020-03-01", "2020-03-31")
+    run(["monthly_prices"], "2020-03-01")
+    with database.begin() as conn:
+        before = conn.execute(text("SELECT count(*), md5(string_agg(t::text, '|' ORDER BY t::text)) FROM "
+                                   "(SELECT symbol, trade_date, adj_close FROM market.prices) t")).one()
+    landing.path_for(dg.AssetKey("cleaned_prices"), "2020-03-10").unlink()  # the landing lost a day
+    result = run(["monthly_prices"], "2020-03-01")
+    metadata = result.asset_materializations_for_node("monthly_prices")[0].metadata
+    assert metadata["days_not_materialized"].value == ["2020-03-10"]
+    assert metadata["rows_kept_from_market_prices"].value == len(TICKERS)
+    with database.begin() as conn:
+        after = conn.execute(text("SELECT count(*), md5(string_agg(t::text, '|' ORDER BY t::text)) FROM "
+                                  "(SELECT symbol, trade_date, adj_close FROM market.prices) t")).one()
+    assert tuple(after) == tuple(before) and before[0] == 22 * len(TICKERS)
