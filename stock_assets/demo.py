@@ -28,7 +28,7 @@ class SectorFigures:
     members: int
     trading_days: int
     equal_weight_return: float
-    volume_weighted_return: float | None
+    dollar_volume_weighted_return: float | None
     advancer_share: float
     dollar_volume: float
 
@@ -36,7 +36,9 @@ class SectorFigures:
 def run_demo(start: dt.date = DEFAULT_START, end: dt.date = DEFAULT_END, echo=print) -> list[SectorFigures]:
     """Materialize universe, daily prices (one run), months and sectors (one run) for [start, end].
 
-    The range is widened to whole months: a month's partition is loaded from all of its days.
+    The range is widened to whole months: a month's partition is loaded from all of its days. The
+    month before the range is loaded too (when the partitions reach back that far): the range's
+    first session's return is over that month's last close. The summary covers [start, end] only.
     """
     from stock_assets.definitions import defs
     from stock_assets.partitions import monthly_partitions, trading_day_partitions
@@ -45,11 +47,12 @@ def run_demo(start: dt.date = DEFAULT_START, end: dt.date = DEFAULT_END, echo=pr
     _check_range(start, end)
     instance = dg.DagsterInstance.get()
     hold_storage_connections(instance)
+    load_from = previous_month(start)
     days = trading_day_partitions.get_partition_keys_in_range(
-        dg.PartitionKeyRange(start.isoformat(), end.isoformat())
+        dg.PartitionKeyRange(load_from.isoformat(), end.isoformat())
     )
     months = monthly_partitions.get_partition_keys_in_range(
-        dg.PartitionKeyRange(start.replace(day=1).isoformat(), end.replace(day=1).isoformat())
+        dg.PartitionKeyRange(load_from.isoformat(), end.replace(day=1).isoformat())
     )
     steps = [
         ("ticker_universe", "universe_job", {}),
@@ -86,6 +89,14 @@ def run_demo(start: dt.date = DEFAULT_START, end: dt.date = DEFAULT_END, echo=pr
     return figures
 
 
+def previous_month(start: dt.date) -> dt.date:
+    """The first day of the month before `start`'s, or `start`'s month when the partitions begin there."""
+    from stock_assets.partitions import FIRST_DAY
+
+    before = (start.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
+    return max(before, dt.date.fromisoformat(FIRST_DAY))
+
+
 class DemoRangeError(ValueError):
     """The requested demo range cannot be materialized."""
 
@@ -115,7 +126,7 @@ def sector_figures(database: PostgresResource, start: dt.date, end: dt.date) -> 
                max(members),
                count(*),
                exp(sum(ln(1 + equal_weight_return))) - 1,
-               exp(sum(ln(1 + volume_weighted_return))) - 1,
+               exp(sum(ln(1 + dollar_volume_weighted_return))) - 1,
                sum(advancers)::double precision / nullif(sum(advancers + decliners + unchanged), 0),
                sum(dollar_volume)
         FROM market.sector_daily_performance
@@ -139,10 +150,10 @@ def prices_rows(database: PostgresResource, start: dt.date, end: dt.date) -> int
 def format_summary(figures: list[SectorFigures], start: dt.date, end: dt.date, rows: int) -> str:
     lines = [
         f"Sector summary {start}..{end}: {rows:,} daily bars in market.prices",
-        f"{'sector':<24} {'stocks':>6} {'days':>5} {'equal-wt':>9} {'volume-wt':>10} {'advancing':>10} {'dollar volume':>14}",
+        f"{'sector':<24} {'stocks':>6} {'days':>5} {'equal-wt':>9} {'dollar-vw':>10} {'advancing':>10} {'dollar volume':>14}",
     ]
     for f in figures:
-        vw = f"{f.volume_weighted_return:+.2%}" if f.volume_weighted_return is not None else "-"
+        vw = f"{f.dollar_volume_weighted_return:+.2%}" if f.dollar_volume_weighted_return is not None else "-"
         lines.append(
             f"{f.sector:<24} {f.members:>6} {f.trading_days:>5} {f.equal_weight_return:>+9.2%} {vw:>10} "
             f"{f.advancer_share:>10.1%} {_dollars(f.dollar_volume):>14}"

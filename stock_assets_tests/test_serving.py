@@ -12,13 +12,14 @@ from stock_assets.defs.sectors.assets import sector_daily_performance, sector_mo
 from stock_assets.defs.serving.assets import ServingPolicy, serving_caches
 from stock_assets.defs.serving.sensors import cache_warming_sensor
 from stock_assets.defs.universe.assets import ticker_universe
+from stock_assets.defs.universe.history_assets import index_membership, sector_classification
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.defs.warehouse.assets import monthly_prices
 from stock_assets.landing.io_manager import LandingIOManager
 from stock_assets.sensors import describe_failure
 
-ASSETS = [ticker_universe, raw_quotes, cleaned_prices, monthly_prices, sector_daily_performance,
-          sector_monthly_summary, serving_caches]
+ASSETS = [ticker_universe, index_membership, sector_classification, raw_quotes, cleaned_prices, monthly_prices,
+          sector_daily_performance, sector_monthly_summary, serving_caches]
 RANGE = {"dagster/asset_partition_range_start": "2020-10-01", "dagster/asset_partition_range_end": "2020-10-31"}
 
 
@@ -29,7 +30,8 @@ def _resources(database, tmp_path, **overrides):
 
 
 def _load_october(instance, resources):
-    assert dg.materialize(ASSETS, selection=["ticker_universe"], instance=instance, resources=resources).success
+    assert dg.materialize(ASSETS, selection=["ticker_universe", "index_membership", "sector_classification"],
+                         instance=instance, resources=resources).success
     assert dg.materialize(ASSETS, selection=["raw_quotes", "cleaned_prices"], instance=instance,
                           resources=resources, tags=RANGE).success
     assert dg.materialize(ASSETS, selection=["monthly_prices", "sector_daily_performance"], instance=instance,
