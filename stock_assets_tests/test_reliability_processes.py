@@ -1,0 +1,134 @@
+"""Killed processes and a wedged instance: kill, restart, the next command succeeds, nothing lost or duplicated.
+
+Each test kills a real `stock-assets` process (SIGKILL, as the OOM killer does) and runs the next
+command against the same Dagster instance and database.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from sqlalchemy import text
+
+from stock_assets import settings
+from stock_assets.dead_runs import find_dead_runs, held_slots, process_tags
+
+pytestmark = pytest.mark.reliability
+
+TICKERS = "AAPL,MSFT,XOM,JNJ,JPM"
+
+
+def _env(database_url: str, state: Path) -> dict[str, str]:
+    env = {**os.environ, settings.DATABASE_URL_ENV: database_url, settings.TICKERS_ENV: TICKERS,
+           settings.STATE_DIR_ENV: str(state)}
+    for name in ("DAGSTER_HOME", "DAGSTER_PG_URL"):
+        env.pop(name, None)
+    return env
+
+
+def _demo(env, *args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "stock_assets.cli", "demo", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _instance(env) -> dg.DagsterInstance:
+    os.environ.update({k: v for k, v in env.items() if k.startswith(("DAGSTER", "STOCK_ASSETS"))})
+    from stock_assets.environment import prepare_environment
+
+    prepare_environment(apply_pools=False)
+    return dg.DagsterInstance.get()
+
+
+def _wait_for_slot(instance: dg.DagsterInstance, pool: str, timeout_s: float = 240) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        (held,) = held_slots(instance, [pool])
+        if held.run_ids:
+            return held.run_ids[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no run claimed a {pool} slot within {timeout_s} s")
+
+
+def _prices(database) -> list[tuple]:
+    with database.begin() as conn:
+        return conn.execute(text(
+            "SELECT symbol, trade_date, count(*) FROM market.prices GROUP BY 1, 2 ORDER BY 1, 2")).all()
+
+
+def test_sigkill_of_a_demo_mid_run_then_the_next_demo_succeeds(database, database_url, tmp_path, monkeypatch):
+    """Fault: SIGKILL of `stock-assets demo` while its daily run holds the `yahoo` pool slot.
+    Asserts: the dead run is found, the next demo marks it failed, frees the slot and completes,
+    health sees nothing held afterwards, and the prices table holds each bar exactly once."""
+    for name in (settings.DATABASE_URL_ENV, settings.TICKERS_ENV, settings.STATE_DIR_ENV, "DAGSTER_HOME",
+                 "DAGSTER_PG_URL", "DAGSTER_ARTIFACTS_DIR", "DAGSTER_COMPUTE_LOGS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    env = _env(database_url, tmp_path / "state")
+    instance = _instance(env)
+
+    victim = _demo(env, "--start", "2020-01-01", "--end", "2020-06-30")
+    try:
+        run_id = _wait_for_slot(instance, settings.YAHOO_POOL)
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=30)
+    finally:
+        if victim.poll() is None:
+            os.killpg(victim.pid, signal.SIGKILL)
+    stuck = instance.get_run_by_id(run_id)
+    assert stuck.status == dg.DagsterRunStatus.STARTED  # Dagster alone would keep it so forever
+    assert [dead.run_id for dead in find_dead_runs(instance)] == [run_id]
+
+    survivor = _demo(env, "--start", "2020-01-01", "--end", "2020-02-29")
+    out, _ = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, out[-3000:]
+    assert f"run {run_id[:8]} of daily_prices_job" in out and "marked it failed and freed its pool slots" in out
+    assert "[3/3]" in out and "Sector summary" in out
+
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+    assert not find_dead_runs(instance)
+    assert all(not held.run_ids for held in held_slots(instance, [settings.YAHOO_POOL, settings.POSTGRES_POOL]))
+    rows = _prices(database)
+    assert rows and all(count == 1 for _, _, count in rows)  # nothing duplicated
+    months = {day.strftime("%Y-%m") for _, day, _ in rows}
+    assert {"2020-01", "2020-02"} <= months  # nothing lost: the survivor's range is complete
+    symbols = {symbol for symbol, _, _ in rows}
+    assert symbols == set(TICKERS.split(","))
+    instance.dispose()
+
+
+def test_a_run_of_a_live_process_is_not_called_dead(database, database_url, tmp_path, monkeypatch):
+    """Guard: a STARTED run whose process is alive (this test's own) is left alone."""
+    for name in (settings.DATABASE_URL_ENV, settings.STATE_DIR_ENV, "DAGSTER_HOME", "DAGSTER_PG_URL"):
+        monkeypatch.delenv(name, raising=False)
+    instance = _instance(_env(database_url, tmp_path / "state"))
+    run = instance.create_run_for_job(_noop_job, tags=process_tags())
+    instance.handle_new_event(_started_event(run))
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+    assert run.run_id not in {dead.run_id for dead in find_dead_runs(instance)}
+    instance.report_run_failed(instance.get_run_by_id(run.run_id), message="test clean-up")
+    instance.dispose()
+
+
+@dg.op
+def _noop() -> None:
+    pass
+
+
+@dg.job
+def _noop_job() -> None:
+    _noop()
+
+
+def _started_event(run: dg.DagsterRun):
+    from dagster._core.events import DagsterEvent, DagsterEventType
+    from dagster._core.events.log import EventLogEntry
+
+    event = DagsterEvent(DagsterEventType.RUN_START.value, job_name=run.job_name)
+    return EventLogEntry(error_info=None, level="DEBUG", user_message="", run_id=run.run_id,
+                         timestamp=time.time(), dagster_event=event)
