@@ -22,6 +22,10 @@ and details:
   a failure fails this check, naming the day. With the
   replay source the newest session that can exist is the archive's last day, and being behind is
   a warning, not a failure (a replay never advances on its own).
+- `runs`: runs in progress whose process is gone (killed, out of memory: `stock_assets.dead_runs`),
+  which fail this check; the pool slots held and by which runs; and the gap sensor's view: the
+  days it treats as in flight (a dead run's days would hide gaps). The next `stock-assets demo`
+  or `dev`, or the daemon's `dead_run_reaper` sensor, marks dead runs failed and frees their slots.
 - `daemon`: Dagster's daemon heartbeats (schedules, sensors, backfills and the run queue need it).
 
 Nothing here starts a server or changes data: an embedded PostgreSQL that is not running is
@@ -419,6 +423,39 @@ def check_daemon(instance: dg.DagsterInstance | None, now: dt.datetime, instance
         return done(OK, f"{len(beats)} daemons alive (oldest heartbeat {max(ages.values()):.0f} s ago)", details)
 
 
+def check_runs(instance: dg.DagsterInstance | None, instance_error: str | None = None) -> CheckResult:
+    from stock_assets.dead_runs import find_dead_runs, held_slots
+    from stock_assets.defs.prices.gaps import in_flight_days
+    from stock_assets.jobs import daily_prices_job
+
+    with _timed("runs") as done:
+        if instance is None:
+            return done(SKIPPED, f"the Dagster instance is not available: {instance_error or 'not configured'}")
+        dead = find_dead_runs(instance)
+        slots = held_slots(instance)
+        in_flight = sorted(in_flight_days(instance, daily_prices_job.name))
+        dead_ids = {run.run_id for run in dead}
+        details = {
+            "dead_runs": [run.__dict__ | {"pids": list(run.pids)} for run in dead],
+            "pools": {held.pool: {"limit": held.limit, "claimed": held.claimed, "pending_steps": held.pending_steps,
+                                  "held_by": list(held.run_ids),
+                                  "held_by_dead_runs": [r for r in held.run_ids if r in dead_ids]}
+                      for held in slots},
+            "gap_sensor_in_flight_days": {"count": len(in_flight),
+                                          "first": in_flight[0].isoformat() if in_flight else None,
+                                          "last": in_flight[-1].isoformat() if in_flight else None},
+        }
+        busy = ", ".join(f"{held.pool} {held.claimed}/{held.limit}" for held in slots if held.claimed)
+        view = (f"gap sensor treats {len(in_flight)} days as in flight ({in_flight[0]}..{in_flight[-1]})"
+                if in_flight else "gap sensor: no days in flight")
+        if dead:
+            frozen = sum(1 for held in slots for r in held.run_ids if r in dead_ids)
+            return done(FAIL, f"{len(dead)} dead run(s) still STARTED ({'; '.join(r.describe() for r in dead)}), "
+                              f"holding {frozen} pool slot(s); {view}; `stock-assets demo`/`dev` or the "
+                              "dead_run_reaper sensor marks them failed", details)
+        return done(OK, f"no dead runs; pool slots in use: {busy or 'none'}; {view}", details)
+
+
 # -- putting it together -------------------------------------------------------------------------
 
 def resolve_database_url() -> tuple[str | None, str | None]:
@@ -501,10 +538,12 @@ def run_health(
             "not requested" if not use_instance else "the database is not reachable")
         checks.append(check_daily_partitions(instance, engine if database_ok else None, now, source,
                                              max_stale_sessions, instance_error=why))
+        checks.append(check_runs(instance, instance_error=why))
         checks.append(check_daemon(instance, now, instance_error=why))
     else:
         with open_instance() as (opened, error):
             checks.append(check_daily_partitions(opened, engine, now, source, max_stale_sessions, error))
+            checks.append(check_runs(opened, error))
             checks.append(check_daemon(opened, now, error))
     if engine is not None:
         engine.dispose()

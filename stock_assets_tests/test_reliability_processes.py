@@ -19,6 +19,7 @@ from sqlalchemy import text
 
 from stock_assets import settings
 from stock_assets.dead_runs import find_dead_runs, held_slots, process_tags
+from stock_assets.health import check_runs
 
 pytestmark = pytest.mark.reliability
 
@@ -83,6 +84,10 @@ def test_sigkill_of_a_demo_mid_run_then_the_next_demo_succeeds(database, databas
     stuck = instance.get_run_by_id(run_id)
     assert stuck.status == dg.DagsterRunStatus.STARTED  # Dagster alone would keep it so forever
     assert [dead.run_id for dead in find_dead_runs(instance)] == [run_id]
+    wedged = check_runs(instance)  # what `stock-assets health` says now
+    assert wedged.status == "fail" and f"run {run_id[:8]} of daily_prices_job" in wedged.summary
+    assert wedged.details["pools"][settings.YAHOO_POOL]["held_by_dead_runs"] == [run_id]
+    assert wedged.details["gap_sensor_in_flight_days"]["count"] == 182  # the dead run's range hides gaps
 
     survivor = _demo(env, "--start", "2020-01-01", "--end", "2020-02-29")
     out, _ = survivor.communicate(timeout=300)
@@ -92,6 +97,8 @@ def test_sigkill_of_a_demo_mid_run_then_the_next_demo_succeeds(database, databas
 
     assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
     assert not find_dead_runs(instance)
+    healed = check_runs(instance)
+    assert healed.status == "ok" and healed.details["gap_sensor_in_flight_days"]["count"] == 0
     assert all(not held.run_ids for held in held_slots(instance, [settings.YAHOO_POOL, settings.POSTGRES_POOL]))
     rows = _prices(database)
     assert rows and all(count == 1 for _, _, count in rows)  # nothing duplicated
