@@ -112,7 +112,7 @@ def _local_dagster_home(state: Path) -> Path:
     """A DAGSTER_HOME in the state folder whose dagster.yaml is the project's own (a symlink), so
     Dagster's local files land in the state folder and the checked-in file stays the one truth."""
     home = state / "dagster"
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
     link = home / "dagster.yaml"
     target = settings.PROJECT_DIR / "dagster.yaml"
     if not (link.is_symlink() and link.resolve() == target.resolve()):

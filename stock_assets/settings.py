@@ -58,7 +58,7 @@ def state_dir() -> Path:
         path = PROJECT_DIR / ".state"
     else:  # installed as a plain wheel: keep state beside the working directory
         path = Path.cwd() / ".state"
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: landing data, logs, cookies
     return path
 
 

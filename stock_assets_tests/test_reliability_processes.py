@@ -106,7 +106,21 @@ def test_sigkill_of_a_demo_mid_run_then_the_next_demo_succeeds(database, databas
     assert {"2020-01", "2020-02"} <= months  # nothing lost: the survivor's range is complete
     symbols = {symbol for symbol, _, _ in rows}
     assert symbols == set(TICKERS.split(","))
+    _assert_private(tmp_path / "state")
     instance.dispose()
+
+
+def _assert_private(state: Path) -> None:
+    """Everything the demo left in its state folder is the user's alone (0700 folders, 0600 files)."""
+    kinds = {"landing": 0, "logs": 0, "yfinance": 0}
+    for path in [state, *state.rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode & 0o777
+        assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
+        for kind in kinds:
+            kinds[kind] += kind in path.parts and path.is_file()
+    assert all(kinds.values()), kinds  # landing Parquet, compute logs and yfinance's cookie file were checked
 
 
 def test_a_run_of_a_live_process_is_not_called_dead(database, database_url, tmp_path, monkeypatch):
