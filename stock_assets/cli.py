@@ -16,6 +16,7 @@ import warnings
 from stock_assets import settings
 from stock_assets.bench import BENCHMARKS, SUMMARIES
 from stock_assets.bench import benchmark_module as load_benchmark
+from stock_assets.signals import Terminated, terminate_on_sigterm
 
 # Exit statuses: 1 the command failed (one line on stderr says why), 2 bad input (refused before
 # anything started), 128 + signal when interrupted (130 Ctrl-C, 143 SIGTERM).
@@ -24,10 +25,6 @@ EXIT_FAILED, EXIT_USAGE = 1, 2
 
 class UsageError(ValueError):
     """Input refused before any work started; the message is the one line the user sees."""
-
-
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so `finally` blocks and Dagster's clean-up run."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,9 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.ERROR)
     handler = {"db": _db, "demo": _demo, "dev": _dev, "validate": _validate, "bench": _bench,
                "health": _health}[args.command]
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        return handler(args)
+        with terminate_on_sigterm():
+            return handler(args)
     except UsageError as err:
         print(f"stock-assets {args.command}: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -66,12 +63,6 @@ def main(argv: list[str] | None = None) -> int:
         if not args.debug:
             print("(run again with --debug for the traceback)", file=sys.stderr)
         return EXIT_FAILED
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated()
 
 
 def error_line(err: BaseException) -> str:

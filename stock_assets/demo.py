@@ -16,6 +16,7 @@ from sqlalchemy import text
 from stock_assets.database.resource import PostgresResource
 from stock_assets.dead_runs import held_slots, process_tags, reap_dead_runs
 from stock_assets.environment import hold_storage_connections
+from stock_assets.signals import terminate_on_sigterm
 from stock_assets.partitions import month_bounds, range_tags
 
 DEFAULT_START = dt.date(2020, 1, 1)
@@ -105,6 +106,11 @@ def wait_for_pools(instance: dg.DagsterInstance, pools: list[str], echo=print, p
     process is gone are reaped on every poll, so a slot held by a killed run is freed, not waited on.
     SIGINT and SIGTERM interrupt the wait (the CLI turns them into exit status 130/143).
     """
+    with terminate_on_sigterm():
+        return _wait(instance, pools, echo, poll_s)
+
+
+def _wait(instance: dg.DagsterInstance, pools: list[str], echo, poll_s: float) -> float:
     began = time.monotonic()
     told: set[tuple[str, tuple[str, ...]]] = set()
     while True:

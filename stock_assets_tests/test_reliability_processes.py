@@ -153,3 +153,47 @@ def _started_event(run: dg.DagsterRun):
     event = DagsterEvent(DagsterEventType.RUN_START.value, job_name=run.job_name)
     return EventLogEntry(error_info=None, level="DEBUG", user_message="", run_id=run.run_id,
                          timestamp=time.time(), dagster_event=event)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_waiting_demo_says_what_it_waits_for_and_stops_on_a_signal(database, database_url, tmp_path, monkeypatch,
+                                                                     signum):
+    """Fault: a live run (this test's process) holds the only `yahoo` slot. Asserts: the demo names
+    the pool and the run it waits for, then SIGTERM/SIGINT stops it at once (no busy wait that
+    ignores signals), and the slot holder is untouched."""
+    for name in (settings.DATABASE_URL_ENV, settings.STATE_DIR_ENV, "DAGSTER_HOME", "DAGSTER_PG_URL"):
+        monkeypatch.delenv(name, raising=False)
+    env = _env(database_url, tmp_path / "state")
+    instance = _instance(env)
+    from stock_assets.environment import apply_pool_limits
+
+    apply_pool_limits(instance)
+    holder = instance.create_run_for_job(_noop_job, tags=process_tags())
+    instance.handle_new_event(_started_event(holder))
+    claim = instance.event_log_storage.claim_concurrency_slot(settings.YAHOO_POOL, holder.run_id, "raw_quotes")
+    assert claim.is_claimed
+    waiting = _demo(env, "--start", "2020-01-01", "--end", "2020-01-31")
+    try:
+        lines = []
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            line = waiting.stdout.readline()
+            lines.append(line)
+            if "waiting for a `yahoo` pool slot" in line or not line:
+                break
+        assert f"held by run {holder.run_id[:8]} of _noop_job (STARTED)" in lines[-1], "".join(lines)
+        time.sleep(1.0)
+        waiting.send_signal(signum)
+        out, _ = waiting.communicate(timeout=30)
+    finally:
+        if waiting.poll() is None:
+            os.killpg(waiting.pid, signal.SIGKILL)
+    assert waiting.returncode == 128 + signum
+    assert out.strip().endswith("terminated" if signum == signal.SIGTERM else "interrupted")
+    assert "Traceback" not in out
+    assert instance.get_run_by_id(holder.run_id).status == dg.DagsterRunStatus.STARTED  # the live run is not reaped
+    (held,) = held_slots(instance, [settings.YAHOO_POOL])
+    assert held.run_ids == (holder.run_id,)
+    instance.event_log_storage.free_concurrency_slots_for_run(holder.run_id)
+    instance.report_run_failed(instance.get_run_by_id(holder.run_id), message="test clean-up")
+    instance.dispose()
