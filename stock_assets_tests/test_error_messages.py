@@ -43,3 +43,30 @@ def test_a_symbol_missing_from_the_replay_is_not_called_delisted(state_dir):
     assert "delisted" not in message
     assert message.startswith("ABT: not in the bundled replay archive")
     assert "STOCK_ASSETS_QUOTE_SOURCE=yahoo" in message
+
+
+def test_the_cli_shows_the_live_source_hint_under_dagsters_wrappers():
+    """A run that fails because Yahoo cannot be reached: the CLI's one line is the quote client's
+    own message, with its hint (it was the last of 160+ lines before)."""
+    import dagster as dg
+
+    from stock_assets.cli import error_line
+    from stock_assets.defs.quotes.resources import _unreachable
+
+    @dg.op
+    def fetch() -> None:
+        try:
+            raise requests.exceptions.ConnectionError("Could not resolve host: fc.yahoo.com")
+        except requests.exceptions.ConnectionError as err:
+            raise _unreachable("yahoo", err) from err
+
+    @dg.job
+    def fetching() -> None:
+        fetch()
+
+    with pytest.raises(Exception) as raised:  # noqa: PT011 - whatever Dagster raises is the CLI's input
+        fetching.execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    line = error_line(raised.value)
+    assert "\n" not in line
+    assert line.startswith("Live Yahoo Finance cannot be reached from this machine (ConnectionError:")
+    assert line.endswith("set STOCK_ASSETS_QUOTE_SOURCE=replay to use the bundled recorded data.")

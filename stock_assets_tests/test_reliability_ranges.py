@@ -99,3 +99,21 @@ def test_runs_with_impossible_range_tags_are_refused_when_stored(instance, first
     assert instance.get_runs_count() == 0
     good = instance.create_run_for_job(job, tags=range_tags("2020-03-02", "2020-03-06"))
     assert instance.get_run_by_id(good.run_id) is not None
+
+
+def test_a_second_dev_on_a_busy_port_starts_nothing(tmp_path):
+    """Input: `stock-assets dev` on a port another server holds. Asserts: exit 2 with the reason,
+    before any database or daemon starts (no second daemon against the same instance)."""
+    import socket
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DAGSTER_", "STOCK_ASSETS_"))}
+    env[settings.STATE_DIR_ENV] = str(tmp_path / "state")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "stock_assets.cli", "dev", "--port", str(port)], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.startswith(f"stock-assets dev: 127.0.0.1:{port} is already in use")
+    assert not (tmp_path / "state" / "pgdata").exists() and not (tmp_path / "state" / "dagster").exists()
