@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import datetime as dt
 import os
@@ -41,28 +42,56 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.ERROR)
     handler = {"db": _db, "demo": _demo, "dev": _dev, "validate": _validate, "bench": _bench,
                "health": _health}[args.command]
+    out = sys.stderr  # where this command's own messages go
+    # Dagster writes storage trouble straight to stderr, many lines per event; in-process commands
+    # keep it in a file and say one line (all of it on the terminal with --debug).
+    diverted = io.StringIO() if args.command in DIVERTED_COMMANDS and not args.debug else None
+    if diverted is not None:
+        sys.stderr = diverted
     try:
         with terminate_on_sigterm():
             return handler(args)
     except UsageError as err:
-        print(f"stock-assets {args.command}: {err}", file=sys.stderr)
+        print(f"stock-assets {args.command}: {err}", file=out)
         return EXIT_USAGE
     except BrokenPipeError:  # the reader went away (`| head`): nothing left to say to it
-        sys.stderr.close()
+        out.close()
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print(f"stock-assets {args.command}: interrupted", file=sys.stderr)
+        print(f"stock-assets {args.command}: interrupted", file=out)
         return 128 + signal.SIGINT
     except Terminated:
-        print(f"stock-assets {args.command}: terminated", file=sys.stderr)
+        print(f"stock-assets {args.command}: terminated", file=out)
         return 128 + signal.SIGTERM
     except Exception as err:  # noqa: BLE001 - the one place every failure becomes one line
         if args.debug:
-            traceback.print_exc()
-        print(f"stock-assets {args.command}: {error_line(err)}", file=sys.stderr)
+            traceback.print_exc(file=out)
+        print(f"stock-assets {args.command}: {error_line(err)}", file=out)
         if not args.debug:
-            print("(run again with --debug for the traceback)", file=sys.stderr)
+            kept = _keep_diverted(args.command, diverted)
+            print(f"(run again with --debug for the traceback{f'; other messages: {kept}' if kept else ''})",
+                  file=out)
         return EXIT_FAILED
+    finally:
+        if diverted is not None:
+            sys.stderr = out
+            _keep_diverted(args.command, diverted)
+
+
+# Commands that run Dagster in this process (see `main`).
+DIVERTED_COMMANDS = {"demo"}
+
+
+def _keep_diverted(command: str, diverted: io.StringIO | None) -> str | None:
+    """Write what was diverted from stderr to `<state>/logs/<command>-stderr.log` (once); its path."""
+    if diverted is None or not diverted.getvalue():
+        return None
+    path = settings.state_dir() / "logs" / f"{command}-stderr.log"
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    path.write_text(diverted.getvalue())
+    diverted.seek(0)
+    diverted.truncate()
+    return str(path)
 
 
 def error_line(err: BaseException) -> str:

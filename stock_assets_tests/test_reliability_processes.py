@@ -123,6 +123,45 @@ def _assert_private(state: Path) -> None:
     assert all(kinds.values()), kinds  # landing Parquet, compute logs and yfinance's cookie file were checked
 
 
+def test_postgresql_dying_under_a_demo_is_one_line_and_the_next_demo_recovers(tmp_path, monkeypatch):
+    """Fault: PostgreSQL stops (immediate) while a demo's daily run holds the `yahoo` slot, so the run's
+    failure cannot even be recorded. Asserts: the demo exits 1 with one line (and the --debug hint),
+    not a traceback; after a restart the next demo marks the stranded run failed, frees its slot and
+    completes, each bar stored once."""
+    from stock_assets.database.embedded import EmbeddedServer
+    from stock_assets.database.resource import PostgresResource
+
+    for name in (settings.DATABASE_URL_ENV, settings.TICKERS_ENV, settings.STATE_DIR_ENV, "DAGSTER_HOME",
+                 "DAGSTER_PG_URL", "DAGSTER_ARTIFACTS_DIR", "DAGSTER_COMPUTE_LOGS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    server = EmbeddedServer(tmp_path / "crashable")
+    url = server.ensure_running()
+    try:
+        env = _env(url, tmp_path / "state")
+        instance = _instance(env)
+        victim = _demo(env, "--start", "2020-01-01", "--end", "2020-06-30")
+        run_id = _wait_for_slot(instance, settings.YAHOO_POOL)
+        server.stop(mode="immediate")
+        out, _ = victim.communicate(timeout=300)
+        assert victim.returncode == 1, out[-3000:]
+        tail = out.strip().splitlines()[-2:]
+        assert tail[0].startswith("stock-assets demo: ") and "Traceback" not in out, out[-3000:]
+        assert tail[1].startswith("(run again with --debug for the traceback")
+
+        server.ensure_running()
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED  # stranded
+        survivor = _demo(env, "--start", "2020-01-01", "--end", "2020-01-31")
+        out, _ = survivor.communicate(timeout=300)
+        assert survivor.returncode == 0, out[-3000:]
+        assert f"run {run_id[:8]} of daily_prices_job" in out
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+        rows = _prices(PostgresResource(url=url))
+        assert rows and all(count == 1 for _, _, count in rows)
+        instance.dispose()
+    finally:
+        server.stop(mode="immediate")
+
+
 def test_a_run_of_a_live_process_is_not_called_dead(database, database_url, tmp_path, monkeypatch):
     """Guard: a STARTED run whose process is alive (this test's own) is left alone."""
     for name in (settings.DATABASE_URL_ENV, settings.STATE_DIR_ENV, "DAGSTER_HOME", "DAGSTER_PG_URL"):
