@@ -17,6 +17,9 @@ is a matter of environment variables, never a code change.
 | STOCK_ASSETS_POOL_LIMITS      | Dagster concurrency pool limits applied at start-up,       | `yahoo=1,postgres=4`         |
 |                               | `name=limit,...` (merged over the defaults)                |                              |
 | DAGSTER_EVENT_BATCH_SIZE      | Dagster's own: events per storage write in a range run     | `1000`                       |
+
+Alert channels (STOCK_ASSETS_ALERT_WEBHOOK_URL, _SMTP_URL, _EMAIL_TO, _EMAIL_FROM) are read by
+`stock_assets.alerting`, which documents them.
 """
 
 from __future__ import annotations
