@@ -236,3 +236,37 @@ def test_a_waiting_demo_says_what_it_waits_for_and_stops_on_a_signal(database, d
     instance.event_log_storage.free_concurrency_slots_for_run(holder.run_id)
     instance.report_run_failed(instance.get_run_by_id(holder.run_id), message="test clean-up")
     instance.dispose()
+
+
+def test_the_daemons_reaper_frees_a_dead_runs_slots_for_queued_runs(database_url, tmp_path, monkeypatch):
+    """Fault: a run's only process exited without a word while holding the `yahoo` slot and a
+    queued step waits for it. Asserts: the `dead_run_reaper` sensor (what the daemon runs every
+    minute) marks it failed and frees the slot; evaluated again, it finds nothing."""
+    from stock_assets.dead_runs import HOST_TAG, PID_TAG
+    from stock_assets.environment import apply_pool_limits
+    from stock_assets.sensors import dead_run_reaper
+
+    for name in (settings.DATABASE_URL_ENV, settings.STATE_DIR_ENV, "DAGSTER_HOME", "DAGSTER_PG_URL"):
+        monkeypatch.delenv(name, raising=False)
+    instance = _instance(_env(database_url, tmp_path / "state"))
+    apply_pool_limits(instance)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    run = instance.create_run_for_job(_noop_job, tags={**process_tags(), PID_TAG: str(gone.pid)})
+    assert run.tags[HOST_TAG]
+    instance.handle_new_event(_started_event(run))
+    assert instance.event_log_storage.claim_concurrency_slot(settings.YAHOO_POOL, run.run_id, "raw_quotes").is_claimed
+    waiting = instance.create_run_for_job(_noop_job, tags=process_tags())
+    assert not instance.event_log_storage.claim_concurrency_slot(
+        settings.YAHOO_POOL, waiting.run_id, "raw_quotes").is_claimed
+
+    with dg.build_sensor_context(instance=instance) as context:
+        result = dead_run_reaper(context)
+    assert result.skip_message == "1 dead run(s) marked failed"
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert instance.event_log_storage.claim_concurrency_slot(
+        settings.YAHOO_POOL, waiting.run_id, "raw_quotes").is_claimed  # the queued step gets the slot now
+    with dg.build_sensor_context(instance=instance) as context:
+        assert dead_run_reaper(context).skip_message == "no dead runs"
+    instance.event_log_storage.free_concurrency_slots_for_run(waiting.run_id)
+    instance.dispose()
