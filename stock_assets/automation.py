@@ -18,9 +18,29 @@ def follow_upstream() -> dg.AutomationCondition:
     Requested when a dependency's partition is updated, never while a dependency is missing or in
     progress, and not on the first evaluation (so enabling it does not launch the whole history).
     """
-    return dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window()).with_label(
-        "follow upstream (all partitions)"
+    return (
+        dg.AutomationCondition.eager()
+        .without(dg.AutomationCondition.in_latest_time_window())
+        .replace("any_deps_updated", deps_updated_ignoring_unchanged(REFERENCE_ASSETS))
+        .with_label("follow upstream (all partitions)")
     )
+
+
+# Unpartitioned reference data that every month depends on. They are refreshed often (every
+# `universe_job`) and usually unchanged; each carries a content data version, so a refresh that
+# changed nothing does not make every month of the sector tables recompute.
+REFERENCE_ASSETS = dg.AssetSelection.assets("ticker_universe")
+
+
+def deps_updated_ignoring_unchanged(references: dg.AssetSelection) -> dg.AutomationCondition:
+    """Dagster's `any_deps_updated`, except that an update of one of `references` counts only when
+    its data version changed."""
+    return (
+        dg.AutomationCondition.any_deps_updated().ignore(references)
+        | dg.AutomationCondition.any_deps_match(
+            dg.AutomationCondition.newly_updated() & dg.AutomationCondition.data_version_changed()
+        ).allow(references)
+    ).with_label("any_deps_updated (references: only on a changed data version)")
 
 
 # Daily data lands after the 16:00 close; the daily schedule runs at 18:30 New York.
