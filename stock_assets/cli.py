@@ -243,7 +243,24 @@ def _dev(args: argparse.Namespace) -> int:
     _reap_dead_runs()
     command = dev_command(args.host, args.port)
     print(f"Dagster UI on http://{args.host}:{args.port} (database: {_db_label()})", flush=True)
-    return subprocess.call(command, cwd=settings.PROJECT_DIR)
+    return run_foreground(command)
+
+
+def run_foreground(command: list[str], grace_s: float = 30.0) -> int:
+    """Run `command` until it ends; on Ctrl-C or SIGTERM pass the signal on and let it shut down
+    (`dagster dev` stops its webserver and daemon), killing it only after `grace_s`."""
+    process = subprocess.Popen(command, cwd=settings.PROJECT_DIR)
+    try:
+        return process.wait()
+    except (KeyboardInterrupt, Terminated) as stop:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT if isinstance(stop, KeyboardInterrupt) else signal.SIGTERM)
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        raise
 
 
 def ensure_port_free(host: str, port: str) -> None:
