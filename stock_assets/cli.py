@@ -147,7 +147,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     commands.add_parser("validate", help="load the definitions and validate them")
 
     health = commands.add_parser(
-        "health", help="check database, quote source, rate limiter, breaker, freshness and daemon; "
+        "health", help="check database, quote source, rate limiter, breaker, freshness, dead runs and daemon; "
                        "exit 1 when unhealthy")
     health.add_argument("--json", action="store_true", help="print one JSON object (for machines)")
     health.add_argument("--max-stale-sessions", type=int, default=1, metavar="N",
