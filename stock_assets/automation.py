@@ -24,10 +24,27 @@ def follow_upstream() -> dg.AutomationCondition:
     whole history): it only acts on updates.
     """
     return (
-        dg.AutomationCondition.any_deps_updated().since_last_handled()
+        deps_updated_ignoring_unchanged(REFERENCE_ASSETS).since_last_handled()
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()
     ).with_label("follow upstream (all partitions, any update)")
+
+
+# Unpartitioned reference data that every month depends on. They are refreshed often (every
+# `universe_job`) and usually unchanged; each carries a content data version, so a refresh that
+# changed nothing does not make every month of the sector tables recompute.
+REFERENCE_ASSETS = dg.AssetSelection.assets("ticker_universe", "index_membership", "sector_classification")
+
+
+def deps_updated_ignoring_unchanged(references: dg.AssetSelection) -> dg.AutomationCondition:
+    """Dagster's `any_deps_updated`, except that an update of one of `references` counts only when
+    its data version changed."""
+    return (
+        dg.AutomationCondition.any_deps_updated().ignore(references)
+        | dg.AutomationCondition.any_deps_match(
+            dg.AutomationCondition.newly_updated() & dg.AutomationCondition.data_version_changed()
+        ).allow(references)
+    ).with_label("any_deps_updated (references: only on a changed data version)")
 
 
 # Daily data lands after the 16:00 close; the daily schedule runs at 18:30 New York.

@@ -36,7 +36,7 @@ from stock_assets.jobs import (
     universe_job,
 )
 from stock_assets.landing.io_manager import LandingIOManager
-from stock_assets.sensors import run_failure_reporter
+from stock_assets.sensors import data_alert_sensor, dead_run_reaper, run_failure_reporter
 
 
 def build_resources() -> dict[str, object]:
@@ -72,6 +72,6 @@ defs = dg.Definitions(
     jobs=[daily_prices_job, monthly_warehouse_job, universe_job, serving_job],
     schedules=[daily_prices_schedule, monthly_warehouse_schedule],
     sensors=[gap_sensor, new_ticker_sensor, restatement_sensor, cache_warming_sensor, run_failure_reporter,
-             follow_upstream_sensor],
+             follow_upstream_sensor, data_alert_sensor, dead_run_reaper],
     resources=build_resources(),
 )

@@ -33,6 +33,10 @@ and details:
 - `warehouse_lag`: how far `market.prices` and the sector tables lag behind the newest clean day
   (the newest NYSE session of `cleaned_prices` materialized whose blocking checks have not failed),
   in NYSE sessions: a gap filled upstream that never reached the warehouse shows here.
+- `runs`: runs in progress whose process is gone (killed, out of memory: `stock_assets.dead_runs`),
+  which fail this check; the pool slots held and by which runs; and the gap sensor's view: the
+  days it treats as in flight (a dead run's days would hide gaps). The next `stock-assets demo`
+  or `dev`, or the daemon's `dead_run_reaper` sensor, marks dead runs failed and frees their slots.
 - `daemon`: Dagster's daemon heartbeats (schedules, sensors, backfills and the run queue need it).
 
 Nothing here starts a server or changes data: an embedded PostgreSQL that is not running is
@@ -523,7 +527,7 @@ def _completeness_window(now: dt.datetime, source: str, lookback_days: int) -> l
     if source == "replay":
         from stock_assets.defs.quotes.archive import PriceArchive
 
-        expected = min(expected, PriceArchive.bundled().last_date)
+        expected = min(expected, PriceArchive.configured().last_date)
     return sessions_in_window(expected + dt.timedelta(days=1), lookback_days)
 
 
@@ -608,6 +612,39 @@ def completeness_checks(
     return [check_ticker_gaps(instance, engine, store, symbols, now, source, max_stale_sessions,
                               instance_error=instance_error),
             check_warning_checks(instance, now, source, instance_error=instance_error)]
+
+
+def check_runs(instance: dg.DagsterInstance | None, instance_error: str | None = None) -> CheckResult:
+    from stock_assets.dead_runs import find_dead_runs, held_slots
+    from stock_assets.defs.prices.gaps import in_flight_days
+    from stock_assets.jobs import daily_prices_job
+
+    with _timed("runs") as done:
+        if instance is None:
+            return done(SKIPPED, f"the Dagster instance is not available: {instance_error or 'not configured'}")
+        dead = find_dead_runs(instance)
+        slots = held_slots(instance)
+        in_flight = sorted(in_flight_days(instance, daily_prices_job.name))
+        dead_ids = {run.run_id for run in dead}
+        details = {
+            "dead_runs": [run.__dict__ | {"pids": list(run.pids)} for run in dead],
+            "pools": {held.pool: {"limit": held.limit, "claimed": held.claimed, "pending_steps": held.pending_steps,
+                                  "held_by": list(held.run_ids),
+                                  "held_by_dead_runs": [r for r in held.run_ids if r in dead_ids]}
+                      for held in slots},
+            "gap_sensor_in_flight_days": {"count": len(in_flight),
+                                          "first": in_flight[0].isoformat() if in_flight else None,
+                                          "last": in_flight[-1].isoformat() if in_flight else None},
+        }
+        busy = ", ".join(f"{held.pool} {held.claimed}/{held.limit}" for held in slots if held.claimed)
+        view = (f"gap sensor treats {len(in_flight)} days as in flight ({in_flight[0]}..{in_flight[-1]})"
+                if in_flight else "gap sensor: no days in flight")
+        if dead:
+            frozen = sum(1 for held in slots for r in held.run_ids if r in dead_ids)
+            return done(FAIL, f"{len(dead)} dead run(s) still STARTED ({'; '.join(r.describe() for r in dead)}), "
+                              f"holding {frozen} pool slot(s); {view}; `stock-assets demo`/`dev` or the "
+                              "dead_run_reaper sensor marks them failed", details)
+        return done(OK, f"no dead runs; pool slots in use: {busy or 'none'}; {view}", details)
 
 
 # -- putting it together -------------------------------------------------------------------------
@@ -695,12 +732,14 @@ def run_health(
         checks.extend(completeness_checks(instance, engine if database_ok else None, now, source,
                                           max_stale_sessions, instance_error=why))
         checks.append(check_warehouse_lag(instance, engine if database_ok else None, instance_error=why))
+        checks.append(check_runs(instance, instance_error=why))
         checks.append(check_daemon(instance, now, instance_error=why))
     else:
         with open_instance() as (opened, error):
             checks.append(check_daily_partitions(opened, engine, now, source, max_stale_sessions, error))
             checks.extend(completeness_checks(opened, engine, now, source, max_stale_sessions, error))
             checks.append(check_warehouse_lag(opened, engine, error))
+            checks.append(check_runs(opened, error))
             checks.append(check_daemon(opened, now, error))
     if engine is not None:
         engine.dispose()
