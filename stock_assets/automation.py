@@ -2,7 +2,8 @@
 
 Downstream monthly assets follow their upstream declaratively instead of through sensors: when a
 daily partition is re-materialized (a gap filled, a restatement), the month that holds it reloads,
-and the sector aggregations of that month follow.
+and the sector aggregations of that month follow, and so do the next month's (their first return
+starts from this month's last close: the sector assets depend on the previous month too).
 """
 
 import datetime as dt
@@ -13,14 +14,37 @@ from stock_assets.partitions import MARKET_TIMEZONE
 
 
 def follow_upstream() -> dg.AutomationCondition:
-    """Dagster's `eager` for every partition, not only the latest: historical months follow too.
+    """Requested when a dependency's partition is updated, for every partition, not only the latest.
 
-    Requested when a dependency's partition is updated, never while a dependency is missing or in
-    progress, and not on the first evaluation (so enabling it does not launch the whole history).
+    Unlike Dagster's `eager`, it does not wait until *every* mapped upstream partition exists: a
+    month whose days are partly materialized (the running month, a month at the end of the data, a
+    gap the sensor just filled) loads what it has, and a sector month whose previous month was never
+    loaded is still computed (its first session then has no return). Never while a dependency or the
+    target itself is in progress, and not on the first evaluation (so enabling it does not launch the
+    whole history): it only acts on updates.
     """
-    return dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window()).with_label(
-        "follow upstream (all partitions)"
-    )
+    return (
+        deps_updated_ignoring_unchanged(REFERENCE_ASSETS).since_last_handled()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("follow upstream (all partitions, any update)")
+
+
+# Unpartitioned reference data that every month depends on. They are refreshed often (every
+# `universe_job`) and usually unchanged; each carries a content data version, so a refresh that
+# changed nothing does not make every month of the sector tables recompute.
+REFERENCE_ASSETS = dg.AssetSelection.assets("ticker_universe", "index_membership", "sector_classification")
+
+
+def deps_updated_ignoring_unchanged(references: dg.AssetSelection) -> dg.AutomationCondition:
+    """Dagster's `any_deps_updated`, except that an update of one of `references` counts only when
+    its data version changed."""
+    return (
+        dg.AutomationCondition.any_deps_updated().ignore(references)
+        | dg.AutomationCondition.any_deps_match(
+            dg.AutomationCondition.newly_updated() & dg.AutomationCondition.data_version_changed()
+        ).allow(references)
+    ).with_label("any_deps_updated (references: only on a changed data version)")
 
 
 # Daily data lands after the 16:00 close; the daily schedule runs at 18:30 New York.

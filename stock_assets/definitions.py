@@ -1,6 +1,6 @@
 """The asset graph, from source to summary.
 
-    ticker_universe ─────────────────────────────────────────────┐
+    ticker_universe ─▶ sector_classification ─┐   index_membership ─┐ (point in time)
     raw_quotes ─▶ cleaned_prices ─▶ monthly_prices ─▶ sector_daily_performance ─▶ sector_monthly_summary
     (daily)       (daily, checks)    (monthly child       (monthly, SQL)              (monthly, SQL)
                                        tables of market.prices)
@@ -24,6 +24,7 @@ from stock_assets.defs.sectors.assets import sector_daily_performance, sector_mo
 from stock_assets.defs.serving.assets import ServingPolicy, serving_caches
 from stock_assets.defs.serving.sensors import cache_warming_sensor, serving_job
 from stock_assets.defs.universe.assets import ticker_universe
+from stock_assets.defs.universe.history_assets import index_membership, sector_classification
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.defs.universe.sensors import new_ticker_sensor
 from stock_assets.defs.warehouse.assets import monthly_prices
@@ -35,7 +36,7 @@ from stock_assets.jobs import (
     universe_job,
 )
 from stock_assets.landing.io_manager import LandingIOManager
-from stock_assets.sensors import run_failure_reporter
+from stock_assets.sensors import data_alert_sensor, dead_run_reaper, run_failure_reporter
 
 
 def build_resources() -> dict[str, object]:
@@ -59,6 +60,8 @@ def build_resources() -> dict[str, object]:
 defs = dg.Definitions(
     assets=[
         ticker_universe,
+        index_membership,
+        sector_classification,
         raw_quotes,
         cleaned_prices,
         monthly_prices,
@@ -69,6 +72,6 @@ defs = dg.Definitions(
     jobs=[daily_prices_job, monthly_warehouse_job, universe_job, serving_job],
     schedules=[daily_prices_schedule, monthly_warehouse_schedule],
     sensors=[gap_sensor, new_ticker_sensor, restatement_sensor, cache_warming_sensor, run_failure_reporter,
-             follow_upstream_sensor],
+             follow_upstream_sensor, data_alert_sensor, dead_run_reaper],
     resources=build_resources(),
 )

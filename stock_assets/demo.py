@@ -14,7 +14,9 @@ import dagster as dg
 from sqlalchemy import text
 
 from stock_assets.database.resource import PostgresResource
+from stock_assets.dead_runs import held_slots, process_tags, reap_dead_runs
 from stock_assets.environment import hold_storage_connections
+from stock_assets.signals import terminate_on_sigterm
 from stock_assets.partitions import month_bounds, range_tags
 
 DEFAULT_START = dt.date(2020, 1, 1)
@@ -28,28 +30,34 @@ class SectorFigures:
     members: int
     trading_days: int
     equal_weight_return: float
-    volume_weighted_return: float | None
+    dollar_volume_weighted_return: float | None
     advancer_share: float
     dollar_volume: float
 
 
-def run_demo(start: dt.date = DEFAULT_START, end: dt.date = DEFAULT_END, echo=print) -> list[SectorFigures]:
+def run_demo(start: dt.date = DEFAULT_START, end: dt.date = DEFAULT_END, echo=print,
+             debug: bool = False) -> list[SectorFigures]:
     """Materialize universe, daily prices (one run), months and sectors (one run) for [start, end].
 
-    The range is widened to whole months: a month's partition is loaded from all of its days.
+    The range is widened to whole months: a month's partition is loaded from all of its days. The
+    month before the range is loaded too (when the partitions reach back that far): the range's
+    first session's return is over that month's last close. The summary covers [start, end] only.
     """
     from stock_assets.definitions import defs
     from stock_assets.partitions import monthly_partitions, trading_day_partitions
 
+    start, end = resolve_range(start, end)
     start, end = start.replace(day=1), month_bounds(end.replace(day=1).isoformat())[1] - dt.timedelta(days=1)
-    _check_range(start, end)
     instance = dg.DagsterInstance.get()
     hold_storage_connections(instance)
+    load_from = previous_month(start)
+    for dead in reap_dead_runs(instance):
+        echo(f"note: {dead.describe()}; marked it failed and freed its pool slots", flush=True)
     days = trading_day_partitions.get_partition_keys_in_range(
-        dg.PartitionKeyRange(start.isoformat(), end.isoformat())
+        dg.PartitionKeyRange(load_from.isoformat(), end.isoformat())
     )
     months = monthly_partitions.get_partition_keys_in_range(
-        dg.PartitionKeyRange(start.replace(day=1).isoformat(), end.replace(day=1).isoformat())
+        dg.PartitionKeyRange(load_from.isoformat(), end.replace(day=1).isoformat())
     )
     steps = [
         ("ticker_universe", "universe_job", {}),
@@ -60,11 +68,15 @@ def run_demo(start: dt.date = DEFAULT_START, end: dt.date = DEFAULT_END, echo=pr
     ]
     for number, (label, job_name, tags) in enumerate(steps, start=1):
         echo(f"[{number}/{len(steps)}] {label} ...", flush=True)
+        job = defs.resolve_job_def(job_name)
+        wait_for_pools(instance, job_pools(job), echo)
         began = time.perf_counter()
-        result = defs.resolve_job_def(job_name).execute_in_process(
+        result = job.execute_in_process(
             instance=instance,
-            tags={**tags, "dagster/from": "stock-assets demo"},
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            tags={**tags, "dagster/from": "stock-assets demo", **process_tags()},
+            # Without --debug a failure reaches the user as one line (the CLI's), not as Dagster's
+            # console log of every step's traceback; the run's own logs keep everything.
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING" if debug else "CRITICAL"}}}},
         )
         partitions: dict[str, int] = {}
         rows: dict[str, object] = {}
@@ -86,25 +98,91 @@ def run_demo(start: dt.date = DEFAULT_START, end: dt.date = DEFAULT_END, echo=pr
     return figures
 
 
+def previous_month(start: dt.date) -> dt.date:
+    """The first day of the month before `start`'s, or `start`'s month when the partitions begin there."""
+    from stock_assets.partitions import FIRST_DAY
+
+    before = (start.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
+    return max(before, dt.date.fromisoformat(FIRST_DAY))
+
+
+def job_pools(job: dg.JobDefinition) -> list[str]:
+    return sorted({node.definition.pool for node in job.graph.nodes if getattr(node.definition, "pool", None)})
+
+
+def wait_for_pools(instance: dg.DagsterInstance, pools: list[str], echo=print, poll_s: float = 2.0) -> float:
+    """Wait until each pool in `pools` has a free slot, saying once what holds it; returns seconds waited.
+
+    Dagster's in-process executor would otherwise wait for the slot itself, silently. Runs whose
+    process is gone are reaped on every poll, so a slot held by a killed run is freed, not waited on.
+    SIGINT and SIGTERM interrupt the wait (the CLI turns them into exit status 130/143).
+    """
+    with terminate_on_sigterm():
+        return _wait(instance, pools, echo, poll_s)
+
+
+def _wait(instance: dg.DagsterInstance, pools: list[str], echo, poll_s: float) -> float:
+    began = time.monotonic()
+    told: set[tuple[str, tuple[str, ...]]] = set()
+    while True:
+        reap_dead_runs(instance)
+        busy = [held for held in held_slots(instance, pools) if held.limit is not None and held.claimed >= held.limit]
+        if not busy:
+            return time.monotonic() - began
+        for held in busy:
+            if (held.pool, held.run_ids) not in told:
+                told.add((held.pool, held.run_ids))
+                runs = ", ".join(_run_label(instance, run_id) for run_id in held.run_ids) or "unknown runs"
+                echo(f"      waiting for a `{held.pool}` pool slot ({held.claimed}/{held.limit} held by {runs}); "
+                     "Ctrl-C to stop", flush=True)
+        time.sleep(poll_s)
+
+
+def _run_label(instance: dg.DagsterInstance, run_id: str) -> str:
+    run = instance.get_run_by_id(run_id)
+    return f"run {run_id[:8]} of {run.job_name} ({run.status.value})" if run else f"run {run_id[:8]}"
+
+
 class DemoRangeError(ValueError):
     """The requested demo range cannot be materialized."""
 
 
-def _check_range(start: dt.date, end: dt.date) -> None:
+def resolve_range(start: dt.date | None, end: dt.date | None) -> tuple[dt.date, dt.date]:
+    """The range the user asked for, checked before anything starts; defaults fill what was not typed.
+
+    A bound the user typed is named as typed (`--start`/`--end`); a default that no longer fits
+    the other bound follows it (`--start 2020-08-03` alone runs to the end of that month).
+    """
     from stock_assets import settings
-    from stock_assets.defs.quotes.archive import PriceArchive
     from stock_assets.partitions import FIRST_DAY
 
-    if end < start:
-        raise DemoRangeError(f"The demo range ends ({end}) before it starts ({start})")
-    if start < dt.date.fromisoformat(FIRST_DAY):
-        raise DemoRangeError(f"The partitions start on {FIRST_DAY}; {start} is before them")
+    first_day = dt.date.fromisoformat(FIRST_DAY)
+    if start is not None and end is not None and end < start:
+        raise DemoRangeError(f"--end {end} is before --start {start}")
+    if start is None:
+        start = DEFAULT_START if end is None or end >= DEFAULT_START else end.replace(day=1)
+    if end is None:
+        end = DEFAULT_END if start <= DEFAULT_END else month_bounds(start.replace(day=1).isoformat())[1] - dt.timedelta(days=1)
+    for flag, day in (("--start", start), ("--end", end)):
+        if day < first_day:
+            raise DemoRangeError(f"{flag} {day} is before the first partition ({FIRST_DAY})")
     if settings.quote_source() == "replay":
+        from stock_assets.defs.quotes.archive import PriceArchive
+
         archive = PriceArchive.configured()
-        if start > archive.last_date or end < archive.first_date:
-            raise DemoRangeError(
-                f"The replay archive covers {archive.first_date}..{archive.last_date}; {start}..{end} is outside it"
-            )
+        for flag, day in (("--start", start), ("--end", end)):
+            if day > archive.last_date:
+                raise DemoRangeError(
+                    f"{flag} {day} is after the replay archive's last day ({archive.last_date}); "
+                    f"it covers {archive.first_date}..{archive.last_date}")
+        if end < archive.first_date:
+            raise DemoRangeError(f"--end {end} is before the replay archive's first day ({archive.first_date})")
+    else:
+        today = dt.date.today()
+        for flag, day in (("--start", start), ("--end", end)):
+            if day > today:
+                raise DemoRangeError(f"{flag} {day} is in the future (today is {today})")
+    return start, end
 
 
 def sector_figures(database: PostgresResource, start: dt.date, end: dt.date) -> list[SectorFigures]:
@@ -115,7 +193,7 @@ def sector_figures(database: PostgresResource, start: dt.date, end: dt.date) -> 
                max(members),
                count(*),
                exp(sum(ln(1 + equal_weight_return))) - 1,
-               exp(sum(ln(1 + volume_weighted_return))) - 1,
+               exp(sum(ln(1 + dollar_volume_weighted_return))) - 1,
                sum(advancers)::double precision / nullif(sum(advancers + decliners + unchanged), 0),
                sum(dollar_volume)
         FROM market.sector_daily_performance
@@ -139,10 +217,10 @@ def prices_rows(database: PostgresResource, start: dt.date, end: dt.date) -> int
 def format_summary(figures: list[SectorFigures], start: dt.date, end: dt.date, rows: int) -> str:
     lines = [
         f"Sector summary {start}..{end}: {rows:,} daily bars in market.prices",
-        f"{'sector':<24} {'stocks':>6} {'days':>5} {'equal-wt':>9} {'volume-wt':>10} {'advancing':>10} {'dollar volume':>14}",
+        f"{'sector':<24} {'stocks':>6} {'days':>5} {'equal-wt':>9} {'dollar-vw':>10} {'advancing':>10} {'dollar volume':>14}",
     ]
     for f in figures:
-        vw = f"{f.volume_weighted_return:+.2%}" if f.volume_weighted_return is not None else "-"
+        vw = f"{f.dollar_volume_weighted_return:+.2%}" if f.dollar_volume_weighted_return is not None else "-"
         lines.append(
             f"{f.sector:<24} {f.members:>6} {f.trading_days:>5} {f.equal_weight_return:>+9.2%} {vw:>10} "
             f"{f.advancer_share:>10.1%} {_dollars(f.dollar_volume):>14}"

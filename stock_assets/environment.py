@@ -49,8 +49,26 @@ def prepare_environment(apply_pools: bool = True) -> dict[str, str]:
     }
     os.environ.update(values)
     if apply_pools:
+        ensure_database_answers(values[settings.DAGSTER_PG_URL_ENV])
         apply_pool_limits()
     return values
+
+
+class DatabaseUnreachable(RuntimeError):
+    """The configured (or embedded) database did not accept a connection."""
+
+
+def ensure_database_answers(url: str, timeout_s: int = 5) -> None:
+    """One connection attempt, so an unreachable database is one line, not minutes of retries."""
+    import psycopg
+
+    from stock_assets.database.urls import libpq_url, redact  # noqa: PLC0415
+
+    try:
+        psycopg.connect(libpq_url(url), connect_timeout=timeout_s).close()
+    except psycopg.Error as err:
+        reason = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise DatabaseUnreachable(f"cannot reach the database {redact(url)}: {reason}") from err
 
 
 def apply_pool_limits(
@@ -94,7 +112,7 @@ def _local_dagster_home(state: Path) -> Path:
     """A DAGSTER_HOME in the state folder whose dagster.yaml is the project's own (a symlink), so
     Dagster's local files land in the state folder and the checked-in file stays the one truth."""
     home = state / "dagster"
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
     link = home / "dagster.yaml"
     target = settings.PROJECT_DIR / "dagster.yaml"
     if not (link.is_symlink() and link.resolve() == target.resolve()):

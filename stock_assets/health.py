@@ -30,6 +30,13 @@ and details:
 - `warning_checks`: the non-blocking checks of `cleaned_prices` (`rejected_share`,
   `tickers_complete`) whose current result is a failure on a day of the look-back window: they do
   not stop a run, so nothing else shows them. A warning, naming the days.
+- `warehouse_lag`: how far `market.prices` and the sector tables lag behind the newest clean day
+  (the newest NYSE session of `cleaned_prices` materialized whose blocking checks have not failed),
+  in NYSE sessions: a gap filled upstream that never reached the warehouse shows here.
+- `runs`: runs in progress whose process is gone (killed, out of memory: `stock_assets.dead_runs`),
+  which fail this check; the pool slots held and by which runs; and the gap sensor's view: the
+  days it treats as in flight (a dead run's days would hide gaps). The next `stock-assets demo`
+  or `dev`, or the daemon's `dead_run_reaper` sensor, marks dead runs failed and frees their slots.
 - `daemon`: Dagster's daemon heartbeats (schedules, sensors, backfills and the run queue need it).
 
 Nothing here starts a server or changes data: an embedded PostgreSQL that is not running is
@@ -56,6 +63,7 @@ from sqlalchemy.pool import NullPool
 
 from stock_assets import settings
 from stock_assets.database.urls import redact, with_driver
+from stock_assets.partitions import FIRST_DAY as FIRST_DAY_OF_DATA
 from stock_assets.partitions import MARKET_TIMEZONE, is_trading_day, trading_days
 
 if TYPE_CHECKING:
@@ -415,6 +423,83 @@ def check_daily_partitions(
         return done(OK, summary, details)
 
 
+def check_warehouse_lag(instance: dg.DagsterInstance | None, engine: Engine | None,
+                        instance_error: str | None = None) -> CheckResult:
+    """How many NYSE sessions `market.prices` and the sector tables are behind the newest clean day."""
+    import dagster as dg
+
+    from stock_assets.defs.prices.assets import CHECKS
+
+    with _timed("warehouse_lag") as done:
+        if instance is None or engine is None:
+            return done(SKIPPED, "needs the Dagster instance and the database: "
+                                 f"{instance_error or 'not available'}")
+        key = dg.AssetKey(DAILY_ASSET)
+        failed = {day for days in failing_blocking_partitions(
+            instance, [dg.AssetCheckKey(key, spec.name) for spec in CHECKS if spec.blocking]).values() for day in days}
+        clean = sorted(day for day in (dt.date.fromisoformat(k) for k in instance.get_materialized_partitions(key))
+                       if is_trading_day(day) and day.isoformat() not in failed)
+        newest_clean = _newest_with_rows(instance, key, clean)
+        if newest_clean is None:
+            return done(SKIPPED, f"no clean NYSE session of {DAILY_ASSET} with rows yet: nothing the warehouse "
+                                 "could lag behind")
+        tables = {"market.prices": "SELECT max(trade_date) FROM market.prices",
+                  "market.sector_daily_performance": "SELECT max(trade_date) FROM market.sector_daily_performance",
+                  "market.sector_monthly_summary": "SELECT max(month) FROM market.sector_monthly_summary"}
+        newest: dict[str, dt.date | None] = {}
+        with engine.connect() as conn:
+            for table, query in tables.items():
+                try:
+                    newest[table] = conn.execute(text(query)).scalar_one()
+                except Exception:  # noqa: BLE001 - table not created yet: nothing loaded
+                    conn.rollback()
+                    newest[table] = None
+        # An empty table is behind by every session since the partitions start.
+        since_start = dt.date.fromisoformat(FIRST_DAY_OF_DATA) - dt.timedelta(days=1)
+        lag = {table: sessions_behind(newest[table] or since_start, newest_clean)
+               for table in ("market.prices", "market.sector_daily_performance")}
+        month = newest["market.sector_monthly_summary"]
+        monthly_behind = month is None or month < newest_clean.replace(day=1)
+        details = {
+            "newest_clean_day": newest_clean.isoformat(),
+            "newest": {table: day.isoformat() if day else None for table, day in newest.items()},
+            "sessions_behind": lag,
+            "sector_monthly_summary_month_missing": monthly_behind,
+        }
+        parts = [f"{table} {count} session(s) behind" for table, count in lag.items() if count]
+        if monthly_behind:
+            parts.append(f"market.sector_monthly_summary has no {newest_clean:%Y-%m}")
+        if parts:
+            return done(WARN, f"behind the newest clean day {newest_clean}: " + "; ".join(parts), details)
+        return done(OK, f"market.prices and the sector tables are up to date with the newest clean day {newest_clean}",
+                    details)
+
+
+def _newest_with_rows(instance: dg.DagsterInstance, key: dg.AssetKey, sessions: list[dt.date],
+                      chunk: int = 20) -> dt.date | None:
+    """The newest of `sessions` whose latest materialization stored rows (`dagster/row_count` > 0):
+    a session materialized empty (after the end of the data, a day Yahoo had nothing for) is not
+    a day the warehouse could hold."""
+    import dagster as dg
+
+    for end in range(len(sessions), 0, -chunk):
+        batch = [day.isoformat() for day in sessions[max(0, end - chunk):end]]
+        latest: dict[str, int] = {}
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=batch), limit=len(batch) * 20).records
+        for record in records:  # newest first
+            partition = record.partition_key
+            if partition in latest:
+                continue
+            materialization = record.asset_materialization
+            count = materialization.metadata.get("dagster/row_count") if materialization else None
+            latest[partition] = int(count.value) if count is not None else 0
+        with_rows = [day for day in batch if latest.get(day, 0) > 0]
+        if with_rows:
+            return dt.date.fromisoformat(max(with_rows))
+    return None
+
+
 def check_daemon(instance: dg.DagsterInstance | None, now: dt.datetime, instance_error: str | None = None) -> CheckResult:
     with _timed("daemon") as done:
         if instance is None:
@@ -442,7 +527,7 @@ def _completeness_window(now: dt.datetime, source: str, lookback_days: int) -> l
     if source == "replay":
         from stock_assets.defs.quotes.archive import PriceArchive
 
-        expected = min(expected, PriceArchive.bundled().last_date)
+        expected = min(expected, PriceArchive.configured().last_date)
     return sessions_in_window(expected + dt.timedelta(days=1), lookback_days)
 
 
@@ -529,6 +614,39 @@ def completeness_checks(
             check_warning_checks(instance, now, source, instance_error=instance_error)]
 
 
+def check_runs(instance: dg.DagsterInstance | None, instance_error: str | None = None) -> CheckResult:
+    from stock_assets.dead_runs import find_dead_runs, held_slots
+    from stock_assets.defs.prices.gaps import in_flight_days
+    from stock_assets.jobs import daily_prices_job
+
+    with _timed("runs") as done:
+        if instance is None:
+            return done(SKIPPED, f"the Dagster instance is not available: {instance_error or 'not configured'}")
+        dead = find_dead_runs(instance)
+        slots = held_slots(instance)
+        in_flight = sorted(in_flight_days(instance, daily_prices_job.name))
+        dead_ids = {run.run_id for run in dead}
+        details = {
+            "dead_runs": [run.__dict__ | {"pids": list(run.pids)} for run in dead],
+            "pools": {held.pool: {"limit": held.limit, "claimed": held.claimed, "pending_steps": held.pending_steps,
+                                  "held_by": list(held.run_ids),
+                                  "held_by_dead_runs": [r for r in held.run_ids if r in dead_ids]}
+                      for held in slots},
+            "gap_sensor_in_flight_days": {"count": len(in_flight),
+                                          "first": in_flight[0].isoformat() if in_flight else None,
+                                          "last": in_flight[-1].isoformat() if in_flight else None},
+        }
+        busy = ", ".join(f"{held.pool} {held.claimed}/{held.limit}" for held in slots if held.claimed)
+        view = (f"gap sensor treats {len(in_flight)} days as in flight ({in_flight[0]}..{in_flight[-1]})"
+                if in_flight else "gap sensor: no days in flight")
+        if dead:
+            frozen = sum(1 for held in slots for r in held.run_ids if r in dead_ids)
+            return done(FAIL, f"{len(dead)} dead run(s) still STARTED ({'; '.join(r.describe() for r in dead)}), "
+                              f"holding {frozen} pool slot(s); {view}; `stock-assets demo`/`dev` or the "
+                              "dead_run_reaper sensor marks them failed", details)
+        return done(OK, f"no dead runs; pool slots in use: {busy or 'none'}; {view}", details)
+
+
 # -- putting it together -------------------------------------------------------------------------
 
 def resolve_database_url() -> tuple[str | None, str | None]:
@@ -613,11 +731,15 @@ def run_health(
                                              max_stale_sessions, instance_error=why))
         checks.extend(completeness_checks(instance, engine if database_ok else None, now, source,
                                           max_stale_sessions, instance_error=why))
+        checks.append(check_warehouse_lag(instance, engine if database_ok else None, instance_error=why))
+        checks.append(check_runs(instance, instance_error=why))
         checks.append(check_daemon(instance, now, instance_error=why))
     else:
         with open_instance() as (opened, error):
             checks.append(check_daily_partitions(opened, engine, now, source, max_stale_sessions, error))
             checks.extend(completeness_checks(opened, engine, now, source, max_stale_sessions, error))
+            checks.append(check_warehouse_lag(opened, engine, error))
+            checks.append(check_runs(opened, error))
             checks.append(check_daemon(opened, now, error))
     if engine is not None:
         engine.dispose()

@@ -17,10 +17,15 @@ of its partitions as failed, which the gap sensor relies on.
 dagster.yaml names this class as the instance's event log storage; `stock_assets.environment` sets
 DAGSTER_EVENT_BATCH_SIZE (`settings.EVENT_BATCH_SIZE`), which makes Dagster hand over the
 materializations of a range run in batches too.
+
+`ValidatingPostgresRunStorage` (dagster.yaml's run storage) refuses a run whose partition range
+tags cannot be right (reversed, not dates, outside the partitions) when it is stored, before
+Dagster plans it: the launchpad shows the one-line reason at once.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -29,6 +34,7 @@ from dagster import DagsterEventType, EventLogEntry
 from dagster._core.storage.event_log import SqlEventLogStorageTable
 from dagster._serdes import ConfigurableClassData
 from dagster_postgres.event_log import PostgresEventLogStorage
+from dagster_postgres.run_storage import PostgresRunStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
 
 _PLANNED = DagsterEventType.ASSET_MATERIALIZATION_PLANNED
@@ -70,3 +76,57 @@ def _planned_asset(event: EventLogEntry) -> tuple[bool, str | None]:
     if dagster_event is None or dagster_event.event_type != _PLANNED or dagster_event.asset_key is None:
         return False, None
     return True, dagster_event.asset_key.to_string()
+
+
+class RangeTagError(ValueError):
+    """A run's partition range tags cannot name partitions of this project."""
+
+
+def check_range_tags(tags: Mapping[str, str]) -> None:
+    """Refuse a run whose partition range tags are not a forward range of existing partitions.
+
+    Every partition key of this project is a date (days, and months by their first day). Checked
+    when the run is stored, before Dagster plans one event per partition: a range ending
+    2999-12-31 would otherwise plan ~360,000 partitions for minutes, a reversed range would plan
+    nothing and fail inside the assets.
+    """
+    from stock_assets.partitions import FIRST_DAY, RANGE_END_TAG, RANGE_START_TAG, trading_day_partitions
+
+    if RANGE_START_TAG not in tags and RANGE_END_TAG not in tags:
+        return
+    bounds = {}
+    for name, tag in (("start", RANGE_START_TAG), ("end", RANGE_END_TAG)):
+        value = tags.get(tag)
+        if value is None:
+            raise RangeTagError(f"partition range tag {tag} is missing (both start and end are needed)")
+        try:
+            bounds[name] = dt.date.fromisoformat(value)
+        except ValueError:
+            raise RangeTagError(f"partition range {name} {value[:40]!r} is not a date (YYYY-MM-DD)") from None
+    start, end = bounds["start"], bounds["end"]
+    if end < start:
+        raise RangeTagError(f"partition range ends ({end}) before it starts ({start})")
+    if start < dt.date.fromisoformat(FIRST_DAY):
+        raise RangeTagError(f"partition range starts ({start}) before the first partition ({FIRST_DAY})")
+    last = dt.date.fromisoformat(trading_day_partitions.get_last_partition_key())
+    if end > last:
+        raise RangeTagError(f"partition range ends ({end}) after the last partition ({last})")
+
+
+class ValidatingPostgresRunStorage(PostgresRunStorage):
+    """`PostgresRunStorage` that refuses runs with impossible partition range tags (`check_range_tags`)."""
+
+    @classmethod
+    def from_config_value(
+        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
+    ) -> ValidatingPostgresRunStorage:
+        return cls(
+            inst_data=inst_data,
+            postgres_url=pg_url_from_config(config_value),
+            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
+            token_provider=get_token_provider_from_config(config_value),
+        )
+
+    def add_run(self, dagster_run):
+        check_range_tags(dagster_run.tags)
+        return super().add_run(dagster_run)

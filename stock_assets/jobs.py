@@ -23,8 +23,9 @@ monthly_warehouse_job = dg.define_asset_job(
 
 universe_job = dg.define_asset_job(
     "universe_job",
-    selection=dg.AssetSelection.assets("ticker_universe"),
-    description="Refresh the ticker universe reference table.",
+    selection=dg.AssetSelection.assets("ticker_universe", "index_membership", "sector_classification"),
+    description="Refresh the reference tables: the ticker universe, index membership and GICS classification "
+                "over time.",
 )
 
 

@@ -8,7 +8,7 @@ visible before anything ran:
   type names). `stock_assets_tests/test_metadata.py` compares them with the real tables and files.
 - `dagster/column_lineage`: which upstream columns each column is computed from, from the raw
   quotes through cleaning and the monthly partitions of `market.prices` to the sector columns
-  (with `ticker_universe.sector` joining in at the sector step).
+  (with the point-in-time `index_membership` and `sector_classification` joining in at the sector step).
 - `dagster/table_name`: the PostgreSQL table, for the assets that are one.
 
 Materialization metadata is per partition where a run covers several partitions. Dagster attaches
@@ -129,38 +129,79 @@ TICKER_UNIVERSE_SCHEMA = _schema(
     "PRIMARY KEY (symbol)",
 )
 
+_POINT_IN_TIME = ("members are the S&P 500 members of that day (market.index_membership) with their GICS sector "
+                  "of that day (market.sector_classification)")
+
 SECTOR_DAILY_SCHEMA = _schema(
     [
-        _column("sector", "text", "GICS sector", nullable=False),
+        _column("sector", "text", "GICS sector as of trade_date (point in time)", nullable=False),
         _column("trade_date", "date", "session date", nullable=False),
-        _column("members", "integer", "symbols of the sector with a return that day", nullable=False),
+        _column("members", "integer", "point-in-time members of the sector with a stored return that day",
+                nullable=False),
         _column("advancers", "integer", "members whose total return was positive", nullable=False),
         _column("decliners", "integer", "members whose total return was negative", nullable=False),
         _column("unchanged", "integer", "members whose total return was zero", nullable=False),
-        _column("equal_weight_return", "double precision", "mean of the members' total returns (adj_close)",
-                nullable=False),
-        _column("volume_weighted_return", "double precision", "total returns weighted by share volume"),
+        _column("equal_weight_return", "double precision",
+                "mean of the members' total returns (adj_close over the previous stored close, which for the "
+                "month's first session is the previous month's last close)", nullable=False),
+        _column("share_volume_weighted_return", "double precision",
+                "members' total returns weighted by that day's SHARE volume (shares traded); a low-priced, "
+                "heavily traded stock dominates it. Prefer dollar_volume_weighted_return"),
         _column("dollar_volume", "double precision", "sum of close * volume", nullable=False),
+        _column("dollar_volume_weighted_return", "double precision",
+                "members' total returns weighted by that day's dollar volume (close * volume)"),
     ],
     "PRIMARY KEY (sector, trade_date)",
+    _POINT_IN_TIME,
 )
 
 SECTOR_MONTHLY_SCHEMA = _schema(
     [
-        _column("sector", "text", "GICS sector", nullable=False),
+        _column("sector", "text", "GICS sector (point in time, per day)", nullable=False),
         _column("month", "date", "first day of the month", nullable=False),
         _column("trading_days", "integer", "sessions in the month with a sector return", nullable=False),
         _column("members", "integer", "most members on any day of the month", nullable=False),
-        _column("equal_weight_return", "double precision", "compounded daily equal-weight returns",
-                nullable=False),
-        _column("volume_weighted_return", "double precision", "compounded daily volume-weighted returns"),
+        _column("equal_weight_return", "double precision",
+                "daily equal-weight returns compounded: a portfolio rebalanced to equal weights every day "
+                "(see mean_member_return for the average of members' monthly returns)", nullable=False),
+        _column("share_volume_weighted_return", "double precision",
+                "daily share-volume-weighted returns compounded"),
         _column("advancer_share", "double precision", "advancers / all members, over the month's days",
                 nullable=False),
         _column("dollar_volume", "double precision", "the month's dollar volume", nullable=False),
         _column("best_day", "date", "day of the highest equal-weight return", nullable=False),
         _column("worst_day", "date", "day of the lowest equal-weight return", nullable=False),
+        _column("dollar_volume_weighted_return", "double precision",
+                "daily dollar-volume-weighted returns compounded"),
+        _column("mean_member_return", "double precision",
+                "average over the month's members of each member's own compounded return over its member "
+                "days in the sector that month (buy and hold per member, equal weight at the start)"),
     ],
     "PRIMARY KEY (sector, month)",
+    _POINT_IN_TIME,
+)
+
+INDEX_MEMBERSHIP_SCHEMA = _schema(
+    [
+        _column("symbol", "text", "Yahoo spelling (BRK-B)", nullable=False),
+        _column("valid_from", "date", "first session as an S&P 500 member", nullable=False),
+        _column("valid_to", "date", "first session no longer a member; NULL while still a member"),
+        _column("source", "text", "dataset the stint comes from (stock_assets/data/SOURCES.md)", nullable=False),
+    ],
+    "PRIMARY KEY (symbol, valid_from)",
+)
+
+SECTOR_CLASSIFICATION_SCHEMA = _schema(
+    [
+        _column("symbol", "text", "Yahoo spelling", nullable=False),
+        _column("sector", "text", "GICS sector over the period", nullable=False),
+        _column("valid_from", "date", "first day in the sector (0001-01-01: since before any data)",
+                nullable=False),
+        _column("valid_to", "date", "first day no longer in the sector (9999-12-31: still is)", nullable=False),
+        _column("source", "text", "'current' (today's list) or the GICS revision that ended the period",
+                nullable=False),
+    ],
+    "PRIMARY KEY (symbol, valid_from)",
 )
 
 COLUMN_SCHEMAS: dict[str, dg.TableSchema] = {
@@ -170,6 +211,8 @@ COLUMN_SCHEMAS: dict[str, dg.TableSchema] = {
     "monthly_prices": PRICES_SCHEMA,
     "sector_daily_performance": SECTOR_DAILY_SCHEMA,
     "sector_monthly_summary": SECTOR_MONTHLY_SCHEMA,
+    "index_membership": INDEX_MEMBERSHIP_SCHEMA,
+    "sector_classification": SECTOR_CLASSIFICATION_SCHEMA,
 }
 
 # The PostgreSQL table behind each asset that is one (raw and cleaned quotes are Parquet files).
@@ -178,6 +221,8 @@ TABLE_NAMES: dict[str, str] = {
     "monthly_prices": "market.prices",
     "sector_daily_performance": "market.sector_daily_performance",
     "sector_monthly_summary": "market.sector_monthly_summary",
+    "index_membership": "market.index_membership",
+    "sector_classification": "market.sector_classification",
 }
 
 # -- column lineage ----------------------------------------------------------------------------
@@ -208,16 +253,27 @@ COLUMN_LINEAGE: dict[str, dg.TableColumnLineage] = {
             "cleaned_prices", ["symbol", "trade_date", *_PRICE_FIELDS, "dividend", "split_ratio", "source"]
         )
     ),
+    "sector_classification": dg.TableColumnLineage(
+        {
+            "symbol": _deps(("ticker_universe", "symbol")),
+            "sector": _deps(("ticker_universe", "sector")),
+        }
+    ),
     "sector_daily_performance": dg.TableColumnLineage(
         {
-            "sector": _deps(("ticker_universe", "sector"), ("ticker_universe", "symbol"), ("monthly_prices", "symbol")),
+            "sector": _deps(("sector_classification", "sector"), ("sector_classification", "valid_from"),
+                            ("sector_classification", "valid_to"), ("index_membership", "valid_from"),
+                            ("index_membership", "valid_to"), ("monthly_prices", "symbol")),
             "trade_date": _deps(("monthly_prices", "trade_date")),
-            "members": _deps(("monthly_prices", "symbol"), ("monthly_prices", "adj_close")),
+            "members": _deps(("monthly_prices", "symbol"), ("monthly_prices", "adj_close"),
+                             ("index_membership", "symbol"), ("sector_classification", "symbol")),
             "advancers": _deps(("monthly_prices", "adj_close")),
             "decliners": _deps(("monthly_prices", "adj_close")),
             "unchanged": _deps(("monthly_prices", "adj_close")),
             "equal_weight_return": _deps(("monthly_prices", "adj_close")),
-            "volume_weighted_return": _deps(("monthly_prices", "adj_close"), ("monthly_prices", "volume")),
+            "dollar_volume_weighted_return": _deps(("monthly_prices", "adj_close"), ("monthly_prices", "close"),
+                                                   ("monthly_prices", "volume")),
+            "share_volume_weighted_return": _deps(("monthly_prices", "adj_close"), ("monthly_prices", "volume")),
             "dollar_volume": _deps(("monthly_prices", "close"), ("monthly_prices", "volume")),
         }
     ),
@@ -228,7 +284,10 @@ COLUMN_LINEAGE: dict[str, dg.TableColumnLineage] = {
             "trading_days": _deps(("sector_daily_performance", "trade_date")),
             "members": _deps(("sector_daily_performance", "members")),
             "equal_weight_return": _deps(("sector_daily_performance", "equal_weight_return")),
-            "volume_weighted_return": _deps(("sector_daily_performance", "volume_weighted_return")),
+            "dollar_volume_weighted_return": _deps(("sector_daily_performance", "dollar_volume_weighted_return")),
+            "share_volume_weighted_return": _deps(("sector_daily_performance", "share_volume_weighted_return")),
+            "mean_member_return": _deps(("monthly_prices", "adj_close"), ("index_membership", "symbol"),
+                                        ("sector_classification", "sector")),
             "advancer_share": _deps(
                 ("sector_daily_performance", "advancers"), ("sector_daily_performance", "decliners"),
                 ("sector_daily_performance", "unchanged"),

@@ -22,6 +22,9 @@ is a matter of environment variables, never a code change.
 | STOCK_ASSETS_REPLAY_ARCHIVE   | what the offline `replay` source serves: a CSV archive     | the bundled sample           |
 |                               | (.csv or .csv.gz) or a folder of recorded chart responses  |                              |
 |                               | (README "Your own universe")                               |                              |
+
+Alert channels (STOCK_ASSETS_ALERT_WEBHOOK_URL, _SMTP_URL, _EMAIL_TO, _EMAIL_FROM) are read by
+`stock_assets.alerting`, which documents them.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ def state_dir() -> Path:
         path = PROJECT_DIR / ".state"
     else:  # installed as a plain wheel: keep state beside the working directory
         path = Path.cwd() / ".state"
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: landing data, logs, cookies
     return path
 
 

@@ -54,6 +54,7 @@ def database(database_url: str) -> PostgresResource:
             conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier("market", name)))
         conn.execute(
             "TRUNCATE market.ticker_universe, market.price_rejections, market.sector_daily_performance,"
-            " market.sector_monthly_summary, market.confirmed_moves"
+            " market.sector_monthly_summary, market.index_membership, market.sector_classification,"
+            " market.gics_sector_changes, market.confirmed_moves"
         )
     return resource

@@ -73,8 +73,11 @@ def test_lineage_reads_from_source_to_summary():
     deps = {name: spec["deps"] for name, spec in asset_graph_snapshot(defs).items()}
     assert deps["cleaned_prices"] == ["raw_quotes"]
     assert deps["monthly_prices"] == ["cleaned_prices"]
-    assert deps["sector_daily_performance"] == ["monthly_prices", "ticker_universe"]
-    assert deps["sector_monthly_summary"] == ["sector_daily_performance"]
+    # Point in time: that day's members and sectors, and the previous month's last close.
+    assert deps["sector_daily_performance"] == ["index_membership", "monthly_prices", "sector_classification"]
+    assert deps["sector_monthly_summary"] == ["index_membership", "monthly_prices", "sector_classification",
+                                              "sector_daily_performance"]
+    assert deps["sector_classification"] == ["ticker_universe"]
 
 
 def test_definitions_import_without_deprecation_warnings_from_our_code():

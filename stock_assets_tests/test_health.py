@@ -93,6 +93,7 @@ def test_healthy_system_exits_0_with_json_for_machines(health_db, database_url, 
     assert report["healthy"] is True
     assert checks == {"database": OK, "quote_source": OK, "rate_limiter": OK, "circuit_breaker": OK,
                       "daily_partitions": OK, "ticker_gaps": OK, "warning_checks": OK,
+                      "warehouse_lag": WARN, "runs": OK,  # the days are not loaded into market.prices
                       "daemon": WARN}  # no daemon runs in this test
     daily = report["checks"]["daily_partitions"]["details"]
     assert daily["last_good_partition"] == "2020-10-27" and daily["sessions_behind"] == 0
@@ -104,7 +105,7 @@ def test_healthy_system_exits_0_with_json_for_machines(health_db, database_url, 
 
     human = _cli(env)
     assert human.returncode == 0
-    assert human.stdout.startswith("stock_assets: HEALTHY (0 failing, 1 warnings)")
+    assert human.stdout.startswith("stock_assets: HEALTHY (0 failing, 2 warnings)")
     assert "last good cleaned_prices partition 2020-10-27, 0 NYSE sessions behind 2020-10-27" in human.stdout
 
 
@@ -118,7 +119,7 @@ def test_unreachable_database_exits_1_and_skips_what_depends_on_it(tmp_path):
     statuses = {name: check["status"] for name, check in report["checks"].items()}
     assert report["healthy"] is False
     assert statuses == {"database": FAIL, "quote_source": OK, "rate_limiter": SKIPPED, "circuit_breaker": SKIPPED,
-                        "daily_partitions": SKIPPED, "ticker_gaps": SKIPPED, "warning_checks": SKIPPED,
+                        "daily_partitions": SKIPPED, "ticker_gaps": SKIPPED, "warning_checks": SKIPPED, "warehouse_lag": SKIPPED, "runs": SKIPPED,
                         "daemon": SKIPPED}
     assert "Connection refused" in report["checks"]["database"]["summary"]
 

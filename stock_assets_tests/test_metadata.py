@@ -16,12 +16,18 @@ from stock_assets.defs.quotes.assets import raw_quotes
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.sectors.assets import DAILY_TABLE, MONTHLY_TABLE, sector_daily_performance, sector_monthly_summary
 from stock_assets.defs.universe.assets import UNIVERSE_TABLE, ticker_universe
+from stock_assets.defs.universe.history_assets import (
+    CLASSIFICATION_TABLE,
+    MEMBERSHIP_TABLE,
+    index_membership,
+    sector_classification,
+)
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.defs.warehouse.assets import PRICES_TABLE, monthly_prices
 from stock_assets.landing.io_manager import LandingIOManager
 
-ALL_ASSETS = [ticker_universe, raw_quotes, cleaned_prices, monthly_prices, sector_daily_performance,
-              sector_monthly_summary]
+ALL_ASSETS = [ticker_universe, index_membership, sector_classification, raw_quotes, cleaned_prices, monthly_prices,
+              sector_daily_performance, sector_monthly_summary]
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 
 
@@ -71,6 +77,7 @@ def test_table_names_are_the_tables_the_assets_write():
     assert metadata.TABLE_NAMES == {
         "ticker_universe": UNIVERSE_TABLE, "monthly_prices": PRICES_TABLE,
         "sector_daily_performance": DAILY_TABLE, "sector_monthly_summary": MONTHLY_TABLE,
+        "index_membership": MEMBERSHIP_TABLE, "sector_classification": CLASSIFICATION_TABLE,
     }
     for asset, table in metadata.TABLE_NAMES.items():
         assert _definition_metadata(asset)["dagster/table_name"] == table
@@ -103,9 +110,12 @@ def test_column_lineage_points_at_real_upstream_columns():
                 assert upstream in parents, f"{asset}.{column} depends on {upstream}, which is not a parent"
                 upstream_columns = {c.name for c in metadata.COLUMN_SCHEMAS[upstream].columns}
                 assert dep.column_name in upstream_columns, (asset, column, upstream, dep.column_name)
-    # The chain the issue asks for: a sector figure traces back to the raw quotes, and to the universe.
+    # The chain the issue asks for: a sector figure traces back to the raw quotes, and to the universe
+    # through the point-in-time classification.
     sector_sources = metadata.COLUMN_LINEAGE["sector_daily_performance"].deps_by_column["sector"]
-    assert dg.TableColumnDep(asset_key=dg.AssetKey("ticker_universe"), column_name="sector") in sector_sources
+    assert dg.TableColumnDep(asset_key=dg.AssetKey("sector_classification"), column_name="sector") in sector_sources
+    assert dg.TableColumnDep(asset_key=dg.AssetKey("ticker_universe"), column_name="sector") in \
+        metadata.COLUMN_LINEAGE["sector_classification"].deps_by_column["sector"]
     assert [d.column_name for d in metadata.COLUMN_LINEAGE["monthly_prices"].deps_by_column["adj_close"]] == \
         ["adj_close"]
 
@@ -146,7 +156,7 @@ def _arrow_type(type_) -> str:
 
 def test_month_run_has_per_month_metadata_matching_the_tables(resources, database):
     resources["tickers"] = TickerSelection(tickers=["AAPL", "XOM", "JNJ", "CVX"])
-    assert dg.materialize([ticker_universe], resources=resources).success
+    assert dg.materialize([ticker_universe, index_membership, sector_classification], resources=resources).success
     _run(["raw_quotes", "cleaned_prices"], resources, "2020-02-01", "2020-03-31")
     result = _run(["monthly_prices", "sector_daily_performance", "sector_monthly_summary"], resources,
                   "2020-02-01", "2020-03-01")
@@ -169,6 +179,10 @@ def test_month_run_has_per_month_metadata_matching_the_tables(resources, databas
                 {"s": start, "e": end}).scalar_one()
             assert daily[month]["dagster/row_count"] == in_daily > 0
             assert daily[month]["sectors"] == 3  # Information Technology, Energy, Health Care
+            # The four are S&P 500 members with prices; the other members' prices are not stored.
+            assert daily[month]["index_members"] - daily[month]["index_members_without_prices"] == 4
+            assert daily[month]["stored_symbols_not_in_index"] == 0
+            assert daily[month]["members_without_sector"] == []
 
             best, worst = conn.execute(text(
                 "SELECT (array_agg(sector ORDER BY equal_weight_return DESC))[1], "

@@ -17,12 +17,13 @@ from stock_assets.defs.quotes.assets import raw_quotes
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.sectors.assets import sector_daily_performance, sector_monthly_summary
 from stock_assets.defs.universe.assets import ticker_universe
+from stock_assets.defs.universe.history_assets import index_membership, sector_classification
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.defs.warehouse.assets import monthly_prices
 from stock_assets.landing.io_manager import LandingIOManager
 
-ALL_ASSETS = [ticker_universe, raw_quotes, cleaned_prices, monthly_prices, sector_daily_performance,
-              sector_monthly_summary]
+ALL_ASSETS = [ticker_universe, index_membership, sector_classification, raw_quotes, cleaned_prices, monthly_prices,
+              sector_daily_performance, sector_monthly_summary]
 TICKERS = ["AAPL", "MSFT", "XOM", "CVX", "PFE", "JNJ"]
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 
@@ -63,7 +64,7 @@ def _snapshot(database) -> dict[str, object]:
 
 
 def test_daily_partitions_and_month_are_idempotent(resources, database):
-    assert dg.materialize([ticker_universe], resources=resources).success
+    assert dg.materialize([ticker_universe, index_membership, sector_classification], resources=resources).success
     # Every trading day of March 2020 in one run (a single-run backfill), then the month.
     daily = _run(["raw_quotes", "cleaned_prices"], resources, "2020-03-01", "2020-03-31")
     assert daily.success
@@ -153,6 +154,12 @@ def test_demo_prints_sector_figures_that_match_the_prices_table(database, databa
     for sector, value in printed.items():
         assert value == pytest.approx(expected[sector], abs=0.0001), sector
     assert "[3/3]" in out.stdout and "Sector summary" in out.stdout
+    # The range's first session has its return: the demo loads the month before the range too.
+    with database.begin() as conn:
+        first, days = conn.execute(text(
+            "SELECT min(trade_date), count(DISTINCT trade_date) FROM market.sector_daily_performance "
+            "WHERE trade_date >= '2020-02-01' AND trade_date < '2020-05-01'")).one()
+    assert (first, days) == (dt.date(2020, 2, 3), 19 + 22 + 21)  # every NYSE session of Feb..Apr 2020
 
     # A second demo is idempotent: same row counts.
     counts = _snapshot(database)

@@ -89,7 +89,7 @@ def test_demo_refuses_a_range_outside_the_data(state_dir, database_url):
     out = subprocess.run([sys.executable, "-m", "stock_assets.cli", "demo", "--start", "1999-01-01",
                           "--end", "1999-03-31"], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2
-    assert "The partitions start on 2016-01-01" in out.stderr
+    assert out.stderr.strip() == "stock-assets demo: --start 1999-01-01 is before the first partition (2016-01-01)"
 
 
 def test_webserver_binds_to_loopback_unless_told_otherwise():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+
 import dagster as dg
 from sqlalchemy import text
 
@@ -10,15 +13,16 @@ from stock_assets.defs.quotes.assets import raw_quotes
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.sectors.assets import sector_daily_performance, sector_monthly_summary
 from stock_assets.defs.serving.assets import ServingPolicy, serving_caches
-from stock_assets.defs.serving.sensors import cache_warming_sensor
+from stock_assets.defs.serving.sensors import cache_warming_sensor, evaluate_cache_warming, serving_job
 from stock_assets.defs.universe.assets import ticker_universe
+from stock_assets.defs.universe.history_assets import index_membership, sector_classification
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.defs.warehouse.assets import monthly_prices
 from stock_assets.landing.io_manager import LandingIOManager
 from stock_assets.sensors import describe_failure
 
-ASSETS = [ticker_universe, raw_quotes, cleaned_prices, monthly_prices, sector_daily_performance,
-          sector_monthly_summary, serving_caches]
+ASSETS = [ticker_universe, index_membership, sector_classification, raw_quotes, cleaned_prices, monthly_prices,
+          sector_daily_performance, sector_monthly_summary, serving_caches]
 RANGE = {"dagster/asset_partition_range_start": "2020-10-01", "dagster/asset_partition_range_end": "2020-10-31"}
 
 
@@ -29,7 +33,8 @@ def _resources(database, tmp_path, **overrides):
 
 
 def _load_october(instance, resources):
-    assert dg.materialize(ASSETS, selection=["ticker_universe"], instance=instance, resources=resources).success
+    assert dg.materialize(ASSETS, selection=["ticker_universe", "index_membership", "sector_classification"],
+                         instance=instance, resources=resources).success
     assert dg.materialize(ASSETS, selection=["raw_quotes", "cleaned_prices"], instance=instance,
                           resources=resources, tags=RANGE).success
     assert dg.materialize(ASSETS, selection=["monthly_prices", "sector_daily_performance"], instance=instance,
@@ -48,8 +53,53 @@ def test_sensor_requests_a_warmup_after_new_months_once(database, tmp_path):
         _load_october(instance, _resources(database, tmp_path))
         second = _evaluate(instance, first.cursor)
         assert len(second.run_requests) == 1
-        assert int(second.cursor) > int(first.cursor or 0)
+        assert json.loads(second.cursor)["storage_id"] > json.loads(first.cursor)["storage_id"]
         assert _evaluate(instance, second.cursor).run_requests == []  # nothing new since
+
+
+def test_warmups_are_spaced_and_never_stacked(database, tmp_path):
+    """Updates every minute (a backfill, a follow-up reload) give one warm-up, not one a minute."""
+    resources = _resources(database, tmp_path)
+    start = dt.datetime(2026, 1, 5, 12, 0, tzinfo=dt.timezone.utc)
+    with dg.instance_for_test() as instance:
+        _load_october(instance, resources)
+        with dg.build_sensor_context(instance=instance) as context:
+            first = evaluate_cache_warming(context, start)
+        assert len(first.run_requests) == 1
+        cursor = first.cursor
+        requests = 0
+        for minute in (1, 7, 14):  # new sector figures within the spacing
+            assert dg.materialize(ASSETS, selection=["sector_daily_performance"], instance=instance,
+                                  resources=resources, partition_key="2020-10-01").success
+            with dg.build_sensor_context(instance=instance, cursor=cursor) as context:
+                result = evaluate_cache_warming(context, start + dt.timedelta(minutes=minute))
+            requests += len(result.run_requests)
+            cursor = result.cursor
+        assert requests == 0 and "the next one after 12:15:00 UTC covers" in result.skip_reason.skip_message
+        with dg.build_sensor_context(instance=instance, cursor=cursor) as context:
+            due = evaluate_cache_warming(context, start + dt.timedelta(minutes=15))
+        assert len(due.run_requests) == 1  # the pending updates, warmed together
+        # A warm-up still in flight holds the next one back whatever the time.
+        instance.create_run_for_job(_queued_serving_job(), status=dg.DagsterRunStatus.STARTED)
+        assert dg.materialize(ASSETS, selection=["sector_daily_performance"], instance=instance,
+                              resources=resources, partition_key="2020-10-01").success
+        with dg.build_sensor_context(instance=instance, cursor=due.cursor) as context:
+            held = evaluate_cache_warming(context, start + dt.timedelta(hours=2))
+        assert held.run_requests == [] and "queued or running" in held.skip_reason.skip_message
+
+
+@dg.op
+def _warm() -> None:
+    pass
+
+
+def _queued_serving_job() -> dg.JobDefinition:
+    """A stand-in with the warm-up job's name: the sensor looks runs up by job name."""
+    @dg.job(name=serving_job.name)
+    def stand_in() -> None:
+        _warm()
+
+    return stand_in
 
 
 def test_warmup_refreshes_views_prewarms_and_caches_watched_quotes(database, tmp_path):

@@ -159,3 +159,15 @@ def test_health_names_the_holes_and_the_failing_warning_checks(setup, emulator, 
                 {"ops": {"raw_quotes": {"config": {"only_tickers": ["AAPL", "MSFT"]}}}}).success
     assert check_ticker_gaps(instance, None, store, TICKERS.symbols(), REPLAY_NOW, "replay").status == OK
     assert check_warning_checks(instance, REPLAY_NOW, "replay").status == OK
+
+
+def test_a_listing_owes_bars_on_its_own_exchange_sessions_only():
+    """Holes are judged by each listing's calendar: London's August bank holiday is no hole for
+    OCDO.L (but is a NYSE session for AAPL); Labor Day is a London session, not a NYSE one."""
+    from stock_assets.defs.prices.gaps import expected_sessions
+
+    bank_holiday, labor_day = dt.date(2020, 8, 31), dt.date(2020, 9, 7)
+    first, end = dt.date(2020, 8, 28), dt.date(2020, 9, 9)
+    london, new_york = expected_sessions("OCDO.L", first, end), expected_sessions("AAPL", first, end)
+    assert bank_holiday not in london and bank_holiday in new_york
+    assert labor_day in london and labor_day not in new_york

@@ -28,7 +28,9 @@ EDGES = {
     ("raw_quotes", "cleaned_prices"),
     ("cleaned_prices", "monthly_prices"),
     ("monthly_prices", "sector_daily_performance"),
-    ("ticker_universe", "sector_daily_performance"),
+    ("ticker_universe", "sector_classification"),
+    ("sector_classification", "sector_daily_performance"),
+    ("index_membership", "sector_daily_performance"),
     ("sector_daily_performance", "sector_monthly_summary"),
 }
 
@@ -103,7 +105,8 @@ def test_asset_graph_lists_lineage_and_operator_metadata(dagster_ui):
     assert EDGES <= edges
     assert {parent for parent, child in edges if child in ("cleaned_prices", "monthly_prices",
                                                            "sector_daily_performance", "sector_monthly_summary")} \
-        == {"raw_quotes", "cleaned_prices", "monthly_prices", "ticker_universe", "sector_daily_performance"}
+        == {"raw_quotes", "cleaned_prices", "monthly_prices", "index_membership", "sector_classification",
+            "sector_daily_performance"}
     assert set(COLUMN_SCHEMAS) <= set(nodes)
     for name, node in nodes.items():
         assert node["description"], name

@@ -16,6 +16,14 @@ BENCHMARKS: dict[str, str] = {
     "backfill": "stock_assets.bench.backfill",
 }
 
+# One line each for `stock-assets bench --help`, so listing them imports none of them (the modules
+# import Dagster and the whole graph: seconds). Their docstrings are each subcommand's description.
+SUMMARIES: dict[str, str] = {
+    "load": "load N generated OHLCV rows: the project's loader against COPY, to_sql and executemany",
+    "ratelimit": "P processes share one Yahoo rate limit: measured rate and 429s against the emulator",
+    "backfill": "backfill T tickers x D trading days through Dagster: one daily run, then monthly batches",
+}
+
 
 def benchmark_module(name: str) -> ModuleType:
     return importlib.import_module(BENCHMARKS[name])

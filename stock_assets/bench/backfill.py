@@ -24,6 +24,7 @@ from stock_assets.defs.prices.assets import cleaned_prices
 from stock_assets.defs.quotes.assets import raw_quotes
 from stock_assets.defs.sectors.assets import sector_daily_performance, sector_monthly_summary
 from stock_assets.defs.universe.assets import ticker_universe
+from stock_assets.defs.universe.history_assets import index_membership, sector_classification
 from stock_assets.defs.warehouse.assets import monthly_prices
 from stock_assets.defs.quotes.archive import PriceArchive
 from stock_assets.defs.quotes.emulator import YahooEmulator
@@ -99,8 +100,8 @@ def _run_backfill(url, dagster_url, workdir, upstream_url, symbols, synthetic, d
         "tickers": TickerSelection(tickers=symbols),
         "landing_io_manager": LandingIOManager(base_dir=str(workdir / "landing")),
     }
-    assets = [ticker_universe, raw_quotes, cleaned_prices, monthly_prices, sector_daily_performance,
-              sector_monthly_summary]
+    assets = [ticker_universe, index_membership, sector_classification, raw_quotes, cleaned_prices, monthly_prices,
+              sector_daily_performance, sector_monthly_summary]
     months = pd.period_range(first, last, freq="M")
     batches = [months[i:i + 12] for i in range(0, len(months), 12)]
     phases: dict[str, float] = {}
@@ -118,7 +119,7 @@ def _run_backfill(url, dagster_url, workdir, upstream_url, symbols, synthetic, d
             assert result.success
             return result
 
-        materialize(["ticker_universe"])
+        materialize(["ticker_universe", "index_membership", "sector_classification"])
         phase = time.perf_counter()
         materialize(["raw_quotes", "cleaned_prices"], range_tags(first.replace(day=1), months[-1].end_time.date()))
         phases["daily_run_s"] = time.perf_counter() - phase

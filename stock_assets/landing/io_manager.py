@@ -35,6 +35,10 @@ SYMBOL_COLUMN = "symbol"
 REPLACES_SYMBOLS = "landing_replaces_symbols"
 
 
+ALLOW_PARTIAL_INPUT = "stock_assets/allow_partial_input"
+MISSING_PARTITIONS = "missing_partitions"
+
+
 class MissingLandingPartitions(dg.Failure):
     """An input range includes partitions that were never materialized: retrying cannot help."""
 
@@ -110,15 +114,19 @@ class LandingIOManager(dg.ConfigurableIOManager):
         keys = context.asset_partition_keys
         payloads = self.store().read_many(context.asset_key.path, keys)
         missing = [key for key in keys if payloads[key] is None]
-        if missing:
+        # An input declared with metadata {ALLOW_PARTIAL_INPUT: True} loads the partitions that exist
+        # (their keys missing listed in frame.attrs[MISSING_PARTITIONS]); it fails only when none does.
+        partial = bool((context.definition_metadata or {}).get(ALLOW_PARTIAL_INPUT)) and len(missing) < len(keys)
+        if missing and not partial:
             shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
             raise MissingLandingPartitions(
                 f"{context.asset_key.to_user_string()} has no materialization for {len(missing)} of "
                 f"{len(keys)} partitions needed here: {shown}. Materialize them first."
             )
-        frame = from_parquet_payloads([payloads[key] for key in keys])
+        frame = from_parquet_payloads([payloads[key] for key in keys if payloads[key] is not None])
         if DATE_COLUMN in frame:
             frame[DATE_COLUMN] = pd.to_datetime(frame[DATE_COLUMN]).dt.date
+        frame.attrs[MISSING_PARTITIONS] = missing
         return frame
 
 

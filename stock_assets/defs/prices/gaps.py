@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import Engine, text
 
+from stock_assets import markets
 from stock_assets.database.resource import PostgresResource
 from stock_assets.database.schema import load_query
 from stock_assets.landing.stores import LandingStore
@@ -50,12 +51,11 @@ MONTHLY = dg.AssetKey("monthly_prices")
 
 
 def expected_sessions(symbol: str, first: dt.date, end: dt.date) -> list[dt.date]:
-    """The sessions on which `symbol` should have a daily bar, first <= day < end.
-
-    Every ticker trades NYSE sessions for now: this is the one place that says which days a ticker
-    owes, so that a calendar per listing (exchange, listing and delisting dates) can replace it.
-    """
-    return trading_days(first, end)
+    """The sessions on which `symbol` should have a daily bar, first <= day < end: its own
+    exchange's sessions (a London listing owes no bar on a London holiday, and one on a NYSE
+    holiday). The one place that says which days a ticker owes (listing and delisting dates are
+    not known here yet)."""
+    return markets.sessions(markets.exchange_of(symbol).calendar, first, end)
 
 
 def sessions_in_window(as_of: dt.date, lookback_days: int) -> list[dt.date]:

@@ -136,6 +136,8 @@ def judge(call: UpstreamCall, response: requests.Response) -> Judgement:
         document = json.loads(response.content)
         chart = document["chart"]
     except (ValueError, KeyError, TypeError):
+        if _looks_like_html(response):
+            return Judgement(Verdict.FAILED, f"an HTML page instead of chart JSON{_html_title(response)}")
         return Judgement(Verdict.FAILED, "chart answer is not complete JSON (truncated body?)")
     if chart.get("error"):
         return Judgement(Verdict.PERMANENT, str(chart["error"].get("description") or chart["error"]))
@@ -194,6 +196,23 @@ def _chart_error(response: requests.Response) -> str | None:
         return response.json()["chart"]["error"]["description"]
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def _looks_like_html(response: requests.Response) -> bool:
+    content_type = response.headers.get("Content-Type", "").lower()
+    start = response.content[:200].lstrip().lower()
+    return "html" in content_type or start.startswith((b"<!doctype html", b"<html"))
+
+
+def _html_title(response: requests.Response) -> str:
+    """` ("Will be right back")`: the page's title, when it has one."""
+    text = response.content[:4000].decode("utf-8", "replace")
+    lower = text.lower()
+    start, end = lower.find("<title>"), lower.find("</title>")
+    if start < 0 or end <= start:
+        return ""
+    title = " ".join(text[start + len("<title>"):end].split())[:120]
+    return f" ({title!r})" if title else ""
 
 
 def _body_hint(response: requests.Response) -> str:

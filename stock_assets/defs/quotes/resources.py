@@ -309,15 +309,14 @@ class QuoteClient(dg.ConfigurableResource):
                 raise no_bars from err
             except YFTzMissingError as err:
                 self._raise_governed(symbol, governed)
-                raise TickerFetchError(
-                    f"{symbol}: unknown to Yahoo (no exchange time zone; possibly delisted)") from err
+                raise TickerFetchError(self._unknown_symbol(symbol, "no exchange time zone")) from err
             except Exception as err:  # yfinance lets transport errors through under several classes
                 self._raise_governed(symbol, governed)
                 if _is_connection_failure(err):
                     raise _unreachable(self.source, err) from err
                 status = getattr(getattr(err, "response", None), "status_code", None)
                 if status == 404:
-                    raise TickerFetchError(f"{symbol}: not found at Yahoo (HTTP 404, possibly delisted)") from err
+                    raise TickerFetchError(self._unknown_symbol(symbol, "HTTP 404")) from err
                 raise TickerFetchError(f"{symbol}: {type(err).__name__}: {err}") from err
             if history.empty:
                 self._raise_governed(symbol, governed)  # yfinance may have swallowed the cause
@@ -377,6 +376,13 @@ class QuoteClient(dg.ConfigurableResource):
                 return self.daily_bars(symbol, start, end, refresh_cache=refresh_cache)
         finally:
             report.ticker_latencies_s.append(time.perf_counter() - began)
+
+    def _unknown_symbol(self, symbol: str, evidence: str) -> str:
+        """Why a symbol has no data: the replay only knows what it recorded; Yahoo forgets delisted symbols."""
+        if self.source == "replay":
+            return (f"{symbol}: not in the bundled replay archive (it holds recorded symbols only); "
+                    f"choose recorded tickers, or set {settings.QUOTE_SOURCE_ENV}=yahoo for live data")
+        return f"{symbol}: unknown to Yahoo ({evidence}; possibly delisted)"
 
     def _governed_failure(self, symbol: str, err: BaseException) -> BaseException:
         if isinstance(err, CircuitOpenError):

@@ -1,4 +1,11 @@
-"""Sector aggregations, computed in SQL over the monthly partitions joined to the ticker universe."""
+"""Sector aggregations, computed in SQL over the monthly partitions, point in time: a day's figures use
+that day's S&P 500 members (`index_membership`) and their GICS sector of that day
+(`sector_classification`).
+
+A month's first session needs the previous month's last close, so both assets depend on the
+previous month of `monthly_prices` as well as their own (a TimeWindowPartitionMapping with
+start_offset=-1): reloading month N-1 makes month N's figures stale, and automation recomputes them.
+"""
 
 
 import dagster as dg
@@ -27,6 +34,7 @@ def _replace_months(
     """Replace each month of the run's partitions with the named query's output, one transaction per
     month; returns the rows written per month (partition key)."""
     insert = text(load_query(query_name))
+    _require_point_in_time_tables(database)
     rows = {}
     for key in context.partition_keys:
         start, end = month_bounds(key)
@@ -37,11 +45,37 @@ def _replace_months(
     return rows
 
 
+def _require_point_in_time_tables(database: PostgresResource) -> None:
+    """Without membership or classification, every figure would silently be empty: refuse instead."""
+    with database.begin() as conn:
+        filled = conn.execute(text(
+            "SELECT EXISTS (SELECT 1 FROM market.index_membership), EXISTS (SELECT 1 FROM market.sector_classification)"
+        )).one()
+    empty = [table for table, has_rows in zip(("market.index_membership", "market.sector_classification"), filled)
+             if not has_rows]
+    if empty:
+        raise dg.Failure(
+            description=f"{' and '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty: sector figures use each "
+                        "day's index members and GICS sectors; materialize index_membership and "
+                        "sector_classification first (`universe_job`)",
+            allow_retries=False,
+        )
+
+
 def _run_range(context: dg.AssetExecutionContext) -> dict[str, object]:
     return {"start": month_bounds(context.partition_keys[0])[0], "end": month_bounds(context.partition_keys[-1])[1]}
 
 
-def _sector_asset(*deps: str):
+# The month itself and the one before it (whose last close starts the month's first return).
+WITH_PREVIOUS_MONTH = dg.TimeWindowPartitionMapping(start_offset=-1, allow_nonexistent_upstream_partitions=True)
+POINT_IN_TIME_DEPS = [
+    dg.AssetDep("monthly_prices", partition_mapping=WITH_PREVIOUS_MONTH),
+    dg.AssetDep("index_membership"),
+    dg.AssetDep("sector_classification"),
+]
+
+
+def _sector_asset(*deps: str | dg.AssetDep):
     """What both sector tables are: monthly, computed in SQL, following their upstream."""
 
     def decorate(compute):
@@ -55,19 +89,25 @@ def _sector_asset(*deps: str):
             group_name="sectors",
             kinds={"postgres", "sql"},
             owners=["team:market-data"],
-            code_version="1",
+            code_version="2",
             metadata=asset_metadata(compute.__name__),
         )(compute)
 
     return decorate
 
 
-@_sector_asset("monthly_prices", "ticker_universe")
+@_sector_asset(*POINT_IN_TIME_DEPS)
 def sector_daily_performance(context: dg.AssetExecutionContext, database: PostgresResource) -> dg.MaterializeResult:
-    """Per GICS sector and trading day: equal-weight and volume-weighted total returns, advancers,
-    decliners and dollar volume, computed in SQL (`sql/queries/sector_daily_performance.sql`) over
-    `market.prices` joined to `market.ticker_universe`."""
+    """Per GICS sector and trading day, point in time: equal-weight, dollar-volume-weighted and
+    share-volume-weighted total returns, advancers, decliners and dollar volume of that day's S&P 500
+    members in their sector of that day, computed in SQL (`sql/queries/sector_daily_performance.sql`)
+    over `market.prices`, `market.index_membership` and `market.sector_classification`.
+
+    Depends on the previous month of `monthly_prices` too: the month's first session's return is
+    over the previous month's last close. Index members without stored prices (tickers not
+    tracked, or delisted ones Yahoo no longer serves) are reported per month, not errors."""
     rows = _replace_months(context, database, _DELETE_DAILY, "sector_daily_performance")
+    coverage = _coverage(context, database)
     with database.begin() as conn:
         per_month = {
             month.isoformat(): (sessions, sectors, mean_return)
@@ -82,18 +122,20 @@ def sector_daily_performance(context: dg.AssetExecutionContext, database: Postgr
     for key, count in rows.items():
         sessions, sectors, mean_return = per_month.get(key, (0, 0, None))
         partition_metadata[key] = {"dagster/row_count": count, "trading_days": sessions, "sectors": sectors,
-                                   "mean_sector_day_return": _float(mean_return)}
+                                   "mean_sector_day_return": _float(mean_return), **coverage[key]}
     add_partition_metadata(context, partition_metadata)
     return dg.MaterializeResult(
         metadata={"partitions_in_run": len(rows), "rows_in_run": sum(rows.values())}
     )
 
 
-@_sector_asset("sector_daily_performance")
+@_sector_asset("sector_daily_performance", *POINT_IN_TIME_DEPS)
 def sector_monthly_summary(context: dg.AssetExecutionContext, database: PostgresResource) -> dg.MaterializeResult:
-    """Per GICS sector and month: compounded equal-weight and volume-weighted returns, share of
-    advancing stocks, dollar volume, and the best and worst days, from `market.sector_daily_performance`
-    (`sql/queries/sector_monthly_summary.sql`)."""
+    """Per GICS sector and month: compounded daily equal-weight returns (a portfolio rebalanced to
+    equal weights every day), compounded dollar- and share-volume-weighted returns, the average of
+    the members' own monthly returns (`mean_member_return`), share of advancing stocks, dollar
+    volume, and the best and worst days, from `market.sector_daily_performance` and the point-in-time
+    members (`sql/queries/sector_monthly_summary.sql`)."""
     rows = _replace_months(context, database, _DELETE_MONTHLY, "sector_monthly_summary")
     leaders: dict[str, list] = {key: [] for key in rows}
     with database.begin() as conn:
@@ -118,6 +160,47 @@ def sector_monthly_summary(context: dg.AssetExecutionContext, database: Postgres
     return dg.MaterializeResult(
         metadata={"partitions_in_run": len(rows), "rows_in_run": sum(rows.values())}
     )
+
+
+_COVERAGE = text(
+    """
+    WITH members AS (
+        SELECT DISTINCT m.symbol
+        FROM market.index_membership m
+        WHERE m.valid_from < :month_end AND (m.valid_to IS NULL OR m.valid_to > :month_start)
+    ),
+    stored AS (
+        SELECT DISTINCT symbol FROM market.prices WHERE trade_date >= :month_start AND trade_date < :month_end
+    )
+    SELECT
+        (SELECT count(*) FROM members),
+        (SELECT count(*) FROM members WHERE symbol NOT IN (SELECT symbol FROM stored)),
+        (SELECT count(*) FROM stored WHERE symbol NOT IN (SELECT symbol FROM members)),
+        (SELECT array_agg(s.symbol ORDER BY s.symbol) FROM stored s
+          WHERE s.symbol IN (SELECT symbol FROM members)
+            AND NOT EXISTS (SELECT 1 FROM market.sector_classification c WHERE c.symbol = s.symbol))
+    """
+)
+
+
+def _coverage(context: dg.AssetExecutionContext, database: PostgresResource) -> dict[str, dict[str, object]]:
+    """Per month: index members, members without stored prices (untracked, or delisted tickers Yahoo
+    no longer serves: reported, not an error), stored symbols outside the index that month, and
+    members with prices but no sector."""
+    coverage = {}
+    with database.begin() as conn:
+        for key in context.partition_keys:
+            start, end = month_bounds(key)
+            members, missing, outside, unclassified = conn.execute(
+                _COVERAGE, {"month_start": start, "month_end": end}
+            ).one()
+            coverage[key] = {
+                "index_members": members,
+                "index_members_without_prices": missing,
+                "stored_symbols_not_in_index": outside,
+                "members_without_sector": dg.MetadataValue.json(list(unclassified or [])),
+            }
+    return coverage
 
 
 def _float(value: object) -> float | None:

@@ -1,6 +1,9 @@
 """The ticker universe: S&P 500 constituents with their GICS sector, as a reference table."""
 
 
+import hashlib
+import json
+
 import dagster as dg
 from sqlalchemy import text
 
@@ -73,6 +76,9 @@ def ticker_universe(
         ).all()
     context.log.info("Universe: %d constituents, %d tracked", len(rows), len(tracked))
     return dg.MaterializeResult(
+        # The content's own version: a refresh that changed nothing is recognisably the same, so the
+        # monthly sector tables do not recompute (stock_assets.automation.REFERENCE_ASSETS).
+        data_version=_content_version(rows),
         metadata={
             "dagster/row_count": len(rows),
             "tracked_tickers": len(tracked),
@@ -85,3 +91,8 @@ def ticker_universe(
             ),
         }
     )
+
+
+def _content_version(rows: list[dict]) -> dg.DataVersion:
+    canonical = json.dumps(sorted(rows, key=lambda row: row["symbol"]), sort_keys=True, default=str)
+    return dg.DataVersion(hashlib.sha256(canonical.encode()).hexdigest()[:16])

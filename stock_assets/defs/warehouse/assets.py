@@ -1,12 +1,15 @@
 """Monthly partitions of `market.prices`: each Dagster month is one PostgreSQL child table."""
 
+import datetime as dt
+
 import dagster as dg
 import pandas as pd
 from sqlalchemy import text
 
 from stock_assets.automation import DATABASE_RETRY, follow_upstream
 from stock_assets.database.resource import PostgresResource
-from stock_assets.defs.warehouse.loader import load_months
+from stock_assets.defs.warehouse.loader import COPY_COLUMNS, load_months
+from stock_assets.landing.io_manager import ALLOW_PARTIAL_INPUT, MISSING_PARTITIONS
 from stock_assets.metadata import add_partition_metadata, asset_metadata
 from stock_assets.partitions import month_bounds, monthly_partitions
 from stock_assets.settings import POSTGRES_POOL
@@ -17,7 +20,10 @@ PRICES_TABLE = "market.prices"
 @dg.asset(
     partitions_def=monthly_partitions,
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=12),
-    ins={"cleaned_prices": dg.AssetIn(partition_mapping=dg.TimeWindowPartitionMapping())},
+    # A month loads the days it has (the running month, a month at the end of the data, a gap just
+    # filled); the days missing are listed per partition. It fails only when it has none.
+    ins={"cleaned_prices": dg.AssetIn(partition_mapping=dg.TimeWindowPartitionMapping(),
+                                      metadata={ALLOW_PARTIAL_INPUT: True})},
     automation_condition=follow_upstream(),
     pool=POSTGRES_POOL,
     retry_policy=DATABASE_RETRY,
@@ -39,6 +45,13 @@ def monthly_prices(
     newest values, and readers never see a half-loaded month.
     """
     frame = cleaned_prices
+    missing_days = list(frame.attrs.get(MISSING_PARTITIONS, []))
+    kept = _stored_rows(database, missing_days)
+    if missing_days:
+        context.log.warning("cleaned_prices has no materialization for %d day(s) of the run's months (%s): "
+                            "loading the days that exist, keeping the %d rows market.prices already holds "
+                            "for the others", len(missing_days), ", ".join(missing_days[:10]), len(kept))
+        frame = pd.concat([frame, kept], ignore_index=True) if len(kept) else frame
     dates = pd.to_datetime(frame["trade_date"]) if len(frame) else pd.Series(dtype="datetime64[ns]")
     months, month_symbols, month_days = [], [], []
     for key in context.partition_keys:
@@ -70,6 +83,10 @@ def monthly_prices(
             "partition_bytes": int(sizes.get(load.partition, 0)),
             "symbols": symbols,
             "trading_days": days,
+            "days_not_materialized": dg.MetadataValue.json(
+                [day for day in missing_days if day.startswith(key[:7])]),
+            "rows_kept_from_market_prices": int(sum(
+                1 for day in kept["trade_date"] if day.isoformat().startswith(key[:7]))) if len(kept) else 0,
         }
         for key, load, symbols, days in zip(context.partition_keys, loads, month_symbols, month_days)
     })
@@ -84,3 +101,18 @@ def monthly_prices(
             **database.pool_statistics(),
         }
     )
+
+
+def _stored_rows(database: PostgresResource, days: list[str]) -> pd.DataFrame:
+    """What market.prices holds for `days` (days a partial month's load has no landing file for):
+    kept, so that loading the days a month has never drops the ones it already stored."""
+    columns = [name for name, _ in COPY_COLUMNS]
+    if not days:
+        return pd.DataFrame(columns=columns)
+    with database.begin() as conn:
+        rows = conn.execute(
+            text("SELECT symbol, trade_date, open, high, low, close, adj_close, volume, dividend, split_ratio, "
+                 "source FROM market.prices WHERE trade_date = ANY(:days)"),
+            {"days": [dt.date.fromisoformat(day) for day in days]},
+        ).all()
+    return pd.DataFrame([tuple(row) for row in rows], columns=columns)
