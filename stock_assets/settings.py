@@ -24,7 +24,7 @@ is a matter of environment variables, never a code change.
 |                               | (README "Your own universe")                               |                              |
 
 Alert channels (STOCK_ASSETS_ALERT_WEBHOOK_URL, _SMTP_URL, _EMAIL_TO, _EMAIL_FROM) are read by
-`stock_assets.alerting`, which documents them.
+`stock_assets.defs.operations.alerting`, which documents them.
 """
 
 from __future__ import annotations

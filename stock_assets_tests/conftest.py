@@ -12,7 +12,7 @@ from psycopg import sql
 from stock_assets import settings
 from stock_assets.database.embedded import EmbeddedServer
 from stock_assets.database.resource import PostgresResource
-from stock_assets_tests.ui_server import dagster_ui, ui_history  # noqa: F401 - session fixtures of the UI tests
+from stock_assets_tests.support.ui_server import dagster_ui, ui_history  # noqa: F401 - session fixtures of the UI tests
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

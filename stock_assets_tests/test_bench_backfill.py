@@ -13,7 +13,7 @@ from stock_assets import settings
 def test_bench_backfill_prints_one_json_object(database_url, state_dir):
     env = {**os.environ, settings.DATABASE_URL_ENV: database_url}
     out = subprocess.run(
-        [sys.executable, "-m", "stock_assets.cli", "bench", "backfill", "--tickers", "60", "--days", "30", "--json"],
+        [sys.executable, "-m", "stock_assets.tooling.cli", "bench", "backfill", "--tickers", "60", "--days", "30", "--json"],
         env=env, capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 0, out.stderr[-2000:]

@@ -13,7 +13,7 @@ from stock_assets import settings
 def test_bench_load_prints_one_json_object(database_url, state_dir):
     env = {**os.environ, settings.DATABASE_URL_ENV: database_url}
     out = subprocess.run(
-        [sys.executable, "-m", "stock_assets.cli", "bench", "load", "--rows", "6000", "--tickers", "100",
+        [sys.executable, "-m", "stock_assets.tooling.cli", "bench", "load", "--rows", "6000", "--tickers", "100",
          "--baseline-rows", "500", "--json"],
         env=env, capture_output=True, text=True, timeout=300,
     )

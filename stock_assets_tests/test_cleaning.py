@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from stock_assets.defs.prices.cleaning import CLEAN_COLUMNS, clean_quotes
-from stock_assets.defs.quotes.archive import PriceArchive
+from stock_assets.yahoo.archive import PriceArchive
 
 
 def _raw(symbol: str, start: dt.date, end: dt.date) -> pd.DataFrame:

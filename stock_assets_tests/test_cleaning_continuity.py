@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from stock_assets.defs.prices.cleaning import clean_quotes
-from stock_assets.defs.quotes.archive import PriceArchive
+from stock_assets.yahoo.archive import PriceArchive
 
 PRICES = ["open", "high", "low", "close", "adj_close"]
 

@@ -89,17 +89,17 @@ def test_cli_db_url_prints_the_url_in_use(tmp_path):
     env = {**os.environ, settings.STATE_DIR_ENV: str(tmp_path / "state")}
     env.pop(settings.DATABASE_URL_ENV, None)
     try:
-        out = subprocess.run([sys.executable, "-m", "stock_assets.cli", "db", "url"], env=env,
+        out = subprocess.run([sys.executable, "-m", "stock_assets.tooling.cli", "db", "url"], env=env,
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         url = out.stdout.strip()
         with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
             assert conn.execute("SELECT current_database()").fetchone() == ("stock_assets",)
-        dagster = subprocess.run([sys.executable, "-m", "stock_assets.cli", "db", "url", "--dagster"], env=env,
+        dagster = subprocess.run([sys.executable, "-m", "stock_assets.tooling.cli", "db", "url", "--dagster"], env=env,
                                  capture_output=True, text=True, timeout=120)
         assert dagster.stdout.startswith("postgresql+psycopg2://") and "/dagster?" in dagster.stdout
         configured = subprocess.run(
-            [sys.executable, "-m", "stock_assets.cli", "db", "url"],
+            [sys.executable, "-m", "stock_assets.tooling.cli", "db", "url"],
             env={**env, settings.DATABASE_URL_ENV: "postgresql://app:s3cret@db.example:5432/prices"},
             capture_output=True, text=True, timeout=120)
         assert configured.stdout.strip() == "postgresql://app:***@db.example:5432/prices"

@@ -98,7 +98,7 @@ def test_dagster_definitions_validate(state_dir, database_url):
     env = {**os.environ, settings.DATABASE_URL_ENV: database_url}
     env.pop("DAGSTER_HOME", None)
     result = subprocess.run(
-        [sys.executable, "-m", "stock_assets.cli", "validate"], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "stock_assets.tooling.cli", "validate"], env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Validation successful for code location stock_assets" in result.stderr + result.stdout

@@ -27,8 +27,8 @@ from dagster_aws.s3 import S3ComputeLogManager
 
 from stock_assets import settings
 from stock_assets.database.urls import with_database, with_driver
-from stock_assets.environment import apply_pool_limits, main, prepare_environment
-from stock_assets_tests.aws_emulator import emulated_aws
+from stock_assets.instance.environment import apply_pool_limits, main, prepare_environment
+from stock_assets_tests.support.aws_emulator import emulated_aws
 from stock_assets_tests.test_definitions import asset_graph_snapshot
 
 DEPLOY_DIR = settings.PROJECT_DIR / "deploy"
@@ -140,7 +140,7 @@ def test_stock_assets_start_up_sets_the_pools_of_its_instance(database_url, dags
         assert instance.event_log_storage.get_concurrency_info("yahoo").slot_count == 1
 
     monkeypatch.setenv(settings.POOL_LIMITS_ENV, "postgres=7")
-    assert main() == 0  # `python -m stock_assets.environment`, the production deploy step
+    assert main() == 0  # `python -m stock_assets.instance.environment`, the production deploy step
     assert capsys.readouterr().out.splitlines() == ["pool postgres: limit 7 (set)", "pool yahoo: limit 1 (unchanged)"]
 
 

@@ -11,8 +11,8 @@ import requests
 import yfinance as yf
 from yfinance.data import YfData
 
-from stock_assets.defs.quotes.emulator import TOO_MANY_REQUESTS, YahooEmulator, loopback_session
-from stock_assets.defs.quotes.replay import replay_session
+from stock_assets.testing.yahoo_emulator import TOO_MANY_REQUESTS, YahooEmulator, loopback_session
+from stock_assets.yahoo.replay import replay_session
 
 pytestmark = pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")
 

@@ -22,10 +22,10 @@ from stock_assets.database.resource import PostgresResource
 from stock_assets.database.urls import libpq_url, with_database, with_driver
 from stock_assets.defs.prices.assets import cleaned_prices
 from stock_assets.defs.quotes.assets import raw_quotes
-from stock_assets.defs.quotes.emulator import YahooEmulator
+from stock_assets.testing.yahoo_emulator import YahooEmulator
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.universe.resources import TickerSelection
-from stock_assets.health import (
+from stock_assets.tooling.health import (
     FAIL, NOT_CONFIGURED, OK, SKIPPED, WARN, check_circuit_breaker, check_daily_partitions, check_quote_source,
     check_rate_limiter, expected_session, health_engine, run_health, sessions_behind,
 )
@@ -60,7 +60,7 @@ def _materialize_days(instance: dg.DagsterInstance, url: str, tmp_path: Path, fi
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stock_assets.cli", "health", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "stock_assets.tooling.cli", "health", *args], env=env,
                           capture_output=True, text=True, timeout=120, cwd=settings.PROJECT_DIR)
 
 

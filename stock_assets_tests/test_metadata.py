@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import text
 
-from stock_assets import metadata
+from stock_assets.defs import metadata
 from stock_assets.defs.prices.assets import cleaned_prices
 from stock_assets.defs.quotes.assets import raw_quotes
 from stock_assets.defs.quotes.resources import QuoteClient
@@ -66,7 +66,7 @@ def test_every_asset_declares_its_column_schema(asset):
     declared = _definition_metadata(asset)
     assert "dagster/column_schema" in declared, (
         f"{asset} has no dagster/column_schema: add `metadata=asset_metadata({asset!r})` "
-        "(stock_assets.metadata) to its @dg.asset"
+        "(stock_assets.defs.metadata) to its @dg.asset"
     )
     assert declared["dagster/column_schema"] == metadata.COLUMN_SCHEMAS[asset]
     if asset in metadata.COLUMN_LINEAGE:

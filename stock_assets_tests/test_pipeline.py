@@ -141,7 +141,7 @@ def test_demo_prints_sector_figures_that_match_the_prices_table(database, databa
            "STOCK_ASSETS_STATE_DIR": str(tmp_path / "demo-state")}
     for name in ("DAGSTER_HOME", "DAGSTER_PG_URL"):
         env.pop(name, None)
-    command = [sys.executable, "-m", "stock_assets.cli", "demo", "--start", "2020-02-03", "--end", "2020-04-15"]
+    command = [sys.executable, "-m", "stock_assets.tooling.cli", "demo", "--start", "2020-02-03", "--end", "2020-04-15"]
     out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     printed = {}

@@ -19,7 +19,7 @@ import requests
 from sqlalchemy import create_engine, text
 
 from stock_assets.database.urls import with_driver
-from stock_assets.defs.quotes.breaker import (
+from stock_assets.yahoo.breaker import (
     CLOSED,
     HALF_OPEN,
     OPEN,
@@ -28,13 +28,13 @@ from stock_assets.defs.quotes.breaker import (
     LocalBreaker,
     PostgresBreaker,
 )
-from stock_assets.defs.quotes.cache import PostgresResponseCache
-from stock_assets.defs.quotes.archive import PriceArchive
-from stock_assets.defs.quotes.emulator import YahooEmulator, history_as_known_on
-from stock_assets.defs.quotes.http_calls import parse_retry_after
-from stock_assets.defs.quotes.limiter import LocalRateLimiter, PostgresRateLimiter, RateLimit
+from stock_assets.yahoo.cache import PostgresResponseCache
+from stock_assets.yahoo.archive import PriceArchive
+from stock_assets.testing.yahoo_emulator import YahooEmulator, history_as_known_on
+from stock_assets.yahoo.http_calls import parse_retry_after
+from stock_assets.yahoo.limiter import LocalRateLimiter, PostgresRateLimiter, RateLimit
 from stock_assets.defs.quotes.resources import QuoteClient
-from stock_assets.defs.quotes.transport import GovernedAdapter, Governance, GovernancePolicy
+from stock_assets.yahoo.transport import GovernedAdapter, Governance, GovernancePolicy
 
 
 def _name() -> str:

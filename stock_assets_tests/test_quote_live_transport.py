@@ -11,9 +11,9 @@ import requests
 
 pytest.importorskip("curl_cffi")
 
-from stock_assets.defs.quotes.emulator import YahooEmulator  # noqa: E402
-from stock_assets.defs.quotes.live import ConnectFailed, CurlCffiAdapter  # noqa: E402
-from stock_assets.defs.quotes.transport import _unreachable  # noqa: E402
+from stock_assets.testing.yahoo_emulator import YahooEmulator  # noqa: E402
+from stock_assets.yahoo.live import ConnectFailed, CurlCffiAdapter  # noqa: E402
+from stock_assets.yahoo.transport import _unreachable  # noqa: E402
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import argparse
 
 import pytest
 
-from stock_assets.bench import ratelimit
+from stock_assets.tooling.bench import ratelimit
 
 
 @pytest.mark.timeout(120)

@@ -25,7 +25,7 @@ import pytest
 from sqlalchemy import text
 
 from stock_assets import alerting, settings
-from stock_assets.cli import build_parser
+from stock_assets.tooling.cli import build_parser
 
 README = settings.PROJECT_DIR / "README.md"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
@@ -99,7 +99,7 @@ def test_every_bash_line_is_a_command_that_works(graphql_schema):
 
 
 def test_the_cli_help_answers():
-    out = subprocess.run([sys.executable, "-m", "stock_assets.cli", "--help"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "stock_assets.tooling.cli", "--help"], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0
     for command in ("db", "demo", "dev", "validate", "bench", "health"):

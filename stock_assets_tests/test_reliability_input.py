@@ -15,11 +15,11 @@ from pydantic import ValidationError
 from sqlalchemy import text
 
 from stock_assets import settings
-from stock_assets.cli import build_parser, dev_command
+from stock_assets.tooling.cli import build_parser, dev_command
 from stock_assets.database.resource import PostgresResource
 from stock_assets.defs.prices.assets import cleaned_prices
 from stock_assets.defs.quotes.assets import raw_quotes
-from stock_assets.defs.quotes.replay import replay_session
+from stock_assets.yahoo.replay import replay_session
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.universe.constituents import InvalidSymbolError, resolve_tickers
 from stock_assets.defs.universe.resources import TickerSelection
@@ -86,7 +86,7 @@ def test_partitions_outside_the_range_are_refused(partition_key, database, tmp_p
 def test_demo_refuses_a_range_outside_the_data(state_dir, database_url):
     """Input: a demo range before the partitions start. Asserts: exit 2 and a one-line reason."""
     env = {**os.environ, settings.DATABASE_URL_ENV: database_url}
-    out = subprocess.run([sys.executable, "-m", "stock_assets.cli", "demo", "--start", "1999-01-01",
+    out = subprocess.run([sys.executable, "-m", "stock_assets.tooling.cli", "demo", "--start", "1999-01-01",
                           "--end", "1999-03-31"], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2
     assert out.stderr.strip() == "stock-assets demo: --start 1999-01-01 is before the first partition (2016-01-01)"

@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy import text
 
 from stock_assets import settings
-from stock_assets.dead_runs import find_dead_runs, held_slots, process_tags
-from stock_assets.health import check_runs
+from stock_assets.instance.dead_runs import find_dead_runs, held_slots, process_tags
+from stock_assets.tooling.health import check_runs
 
 pytestmark = pytest.mark.reliability
 
@@ -35,13 +35,13 @@ def _env(database_url: str, state: Path) -> dict[str, str]:
 
 
 def _demo(env, *args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "stock_assets.cli", "demo", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "stock_assets.tooling.cli", "demo", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
 def _instance(env) -> dg.DagsterInstance:
     os.environ.update({k: v for k, v in env.items() if k.startswith(("DAGSTER", "STOCK_ASSETS"))})
-    from stock_assets.environment import prepare_environment
+    from stock_assets.instance.environment import prepare_environment
 
     prepare_environment(apply_pools=False)
     return dg.DagsterInstance.get()
@@ -204,7 +204,7 @@ def test_a_waiting_demo_says_what_it_waits_for_and_stops_on_a_signal(database, d
         monkeypatch.delenv(name, raising=False)
     env = _env(database_url, tmp_path / "state")
     instance = _instance(env)
-    from stock_assets.environment import apply_pool_limits
+    from stock_assets.instance.environment import apply_pool_limits
 
     apply_pool_limits(instance)
     holder = instance.create_run_for_job(_noop_job, tags=process_tags())
@@ -242,9 +242,9 @@ def test_the_daemons_reaper_frees_a_dead_runs_slots_for_queued_runs(database_url
     """Fault: a run's only process exited without a word while holding the `yahoo` slot and a
     queued step waits for it. Asserts: the `dead_run_reaper` sensor (what the daemon runs every
     minute) marks it failed and frees the slot; evaluated again, it finds nothing."""
-    from stock_assets.dead_runs import HOST_TAG, PID_TAG
-    from stock_assets.environment import apply_pool_limits
-    from stock_assets.sensors import dead_run_reaper
+    from stock_assets.instance.dead_runs import HOST_TAG, PID_TAG
+    from stock_assets.instance.environment import apply_pool_limits
+    from stock_assets.defs.operations.sensors import dead_run_reaper
 
     for name in (settings.DATABASE_URL_ENV, settings.STATE_DIR_ENV, "DAGSTER_HOME", "DAGSTER_PG_URL"):
         monkeypatch.delenv(name, raising=False)

@@ -11,11 +11,11 @@ import dagster as dg
 import pytest
 
 from stock_assets import settings
-from stock_assets.bench.scratch import scratch_database
+from stock_assets.tooling.bench.scratch import scratch_database
 from stock_assets.database.urls import with_driver
-from stock_assets.environment import postgres_storage
-from stock_assets.instance_storage import RangeTagError
-from stock_assets.partitions import range_tags
+from stock_assets.instance.environment import postgres_storage
+from stock_assets.instance.storage import RangeTagError
+from stock_assets.defs.partitions import range_tags
 
 pytestmark = pytest.mark.reliability
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.reliability
 def _demo(tmp_path, *args: str) -> subprocess.CompletedProcess:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("DAGSTER_", "STOCK_ASSETS_"))}
     env[settings.STATE_DIR_ENV] = str(tmp_path / "state")  # no database here: none may be started
-    return subprocess.run([sys.executable, "-m", "stock_assets.cli", "demo", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "stock_assets.tooling.cli", "demo", *args], env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -45,12 +45,12 @@ def test_demo_refuses_an_impossible_range_before_the_database_starts(tmp_path, a
 
 def test_help_is_fast_and_bench_help_works(tmp_path):
     began = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "stock_assets.cli", "--help"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "stock_assets.tooling.cli", "--help"], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and "demo" in out.stdout
     assert time.perf_counter() - began < 3  # it imported no benchmark (each loads the whole graph)
     for args in (["bench", "--help"], ["bench", "ratelimit", "--help"]):
-        shown = subprocess.run([sys.executable, "-m", "stock_assets.cli", *args], capture_output=True, text=True,
+        shown = subprocess.run([sys.executable, "-m", "stock_assets.tooling.cli", *args], capture_output=True, text=True,
                                timeout=120)
         assert shown.returncode == 0, shown.stderr
         assert "Traceback" not in shown.stderr
@@ -61,14 +61,14 @@ def test_an_unreachable_database_is_one_line(tmp_path):
     env = {key: value for key, value in os.environ.items() if not key.startswith(("DAGSTER_", "STOCK_ASSETS_"))}
     env.update({settings.STATE_DIR_ENV: str(tmp_path / "state"),
                 settings.DATABASE_URL_ENV: "postgresql://nobody:secret@127.0.0.1:1/none"})
-    out = subprocess.run([sys.executable, "-m", "stock_assets.cli", "demo", "--start", "2020-01-01",
+    out = subprocess.run([sys.executable, "-m", "stock_assets.tooling.cli", "demo", "--start", "2020-01-01",
                           "--end", "2020-01-31"], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 2 and lines[1] == "(run again with --debug for the traceback)", out.stderr
     assert lines[0].startswith("stock-assets demo: cannot reach the database") and "Connection refused" in lines[0]
     assert "secret" not in out.stderr
-    debug = subprocess.run([sys.executable, "-m", "stock_assets.cli", "demo", "--debug", "--start", "2020-01-01",
+    debug = subprocess.run([sys.executable, "-m", "stock_assets.tooling.cli", "demo", "--debug", "--start", "2020-01-01",
                             "--end", "2020-01-31"], env=env, capture_output=True, text=True, timeout=120)
     assert "Traceback (most recent call last)" in debug.stderr
 
@@ -112,7 +112,7 @@ def test_a_second_dev_on_a_busy_port_starts_nothing(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        out = subprocess.run([sys.executable, "-m", "stock_assets.cli", "dev", "--port", str(port)], env=env,
+        out = subprocess.run([sys.executable, "-m", "stock_assets.tooling.cli", "dev", "--port", str(port)], env=env,
                              capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert out.stderr.startswith(f"stock-assets dev: 127.0.0.1:{port} is already in use")

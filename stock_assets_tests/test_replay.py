@@ -27,8 +27,8 @@ from requests.adapters import BaseAdapter
 from yfinance.data import YfData
 from yfinance.exceptions import YFPricesMissingError, YFTzMissingError
 
-from stock_assets.defs.quotes.archive import PRICES_FILE, PriceArchive
-from stock_assets.defs.quotes.replay import YahooReplayAdapter, replay_session
+from stock_assets.yahoo.archive import PRICES_FILE, PriceArchive
+from stock_assets.yahoo.replay import YahooReplayAdapter, replay_session
 
 pytestmark = pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")
 

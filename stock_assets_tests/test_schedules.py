@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from stock_assets.jobs import daily_prices_schedule, monthly_warehouse_schedule
+from stock_assets.defs.jobs import daily_prices_schedule, monthly_warehouse_schedule
 
 NEW_YORK = ZoneInfo("America/New_York")
 

@@ -163,7 +163,7 @@ def test_a_month_with_no_day_at_all_still_fails_clearly(run, database, tmp_path)
 
 
 def test_demo_range_starts_from_the_previous_month():
-    from stock_assets.demo import previous_month
+    from stock_assets.tooling.demo import previous_month
 
     assert previous_month(dt.date(2020, 1, 1)) == dt.date(2019, 12, 1)
     assert previous_month(dt.date(2016, 1, 1)) == dt.date(2016, 1, 1)  # the partitions start there

@@ -229,7 +229,7 @@ def _synthetic_month(symbols: list[str], sessions: list[dt.date], seed: int) -> 
 
 
 def test_2023_reclassification_v_and_ma_financials_from_2023_03_20(resources, database):
-    from stock_assets.partitions import trading_days
+    from stock_assets.defs.partitions import trading_days
 
     symbols = ["V", "MA", "AAPL", "MSFT", "JPM", "BAC"]
     _materialize(resources, REFERENCE, symbols)
@@ -300,7 +300,7 @@ def test_bundled_membership_and_classification_tables(resources, database):
 def test_removed_ticker_counts_until_its_removal_and_an_added_one_from_its_addition(resources, database):
     """December 2020: TSLA joined the S&P 500 on 2020-12-21, replacing AIV (Real Estate since 2016).
     Prices of both are stored for the whole month (synthetic: after the bundled data)."""
-    from stock_assets.partitions import trading_days
+    from stock_assets.defs.partitions import trading_days
 
     symbols = ["TSLA", "AIV", "SPG", "HD"]
     _materialize(resources, REFERENCE, ["SPG", "HD", "TSLA"])

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from stock_assets import settings
-from stock_assets_tests.ui_server import BAD_DAY, UI_TICKERS
+from stock_assets_tests.support.ui_server import BAD_DAY, UI_TICKERS
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ import pytest
 from dagster import DagsterRunStatus
 
 from stock_assets.database.urls import libpq_url
-from stock_assets_tests.ui_server import RUN_TIMEOUT_S, UI_TICKERS
+from stock_assets_tests.support.ui_server import RUN_TIMEOUT_S, UI_TICKERS
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 

@@ -1,6 +1,6 @@
 """End to end through a running `stock-assets dev`: Dagster's GraphQL API, as the UI and scripts use it.
 
-The server (`dagster_ui`, stock_assets_tests/ui_server.py) is the real `dagster dev` with the daemon,
+The server (`dagster_ui`, stock_assets_tests/support/ui_server.py) is the real `dagster dev` with the daemon,
 the project's dagster.yaml (PostgreSQL storage, queued runs) and the replayed quote source. The
 session fixture `ui_history` launches runs with `dagster_graphql.DagsterGraphQLClient` (the
 universe, one daily partition, the month) and a raw `launchPartitionBackfill` (February's days),
@@ -18,9 +18,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from stock_assets.database.urls import with_driver
-from stock_assets.metadata import COLUMN_SCHEMAS
-from stock_assets.partitions import is_trading_day, trading_day_partitions
-from stock_assets_tests.ui_server import BAD_DAY, MONTH, MONTH_DAYS, MONTH_SESSIONS, UI_SECTORS, UI_TICKERS
+from stock_assets.defs.metadata import COLUMN_SCHEMAS
+from stock_assets.defs.partitions import is_trading_day, trading_day_partitions
+from stock_assets_tests.support.ui_server import BAD_DAY, MONTH, MONTH_DAYS, MONTH_SESSIONS, UI_SECTORS, UI_TICKERS
 
 pytestmark = pytest.mark.integration
 

@@ -12,17 +12,17 @@ import dagster as dg
 import pandas as pd
 from sqlalchemy import text
 
-from stock_assets.automation import DAILY_FRESHNESS
+from stock_assets.defs.automation import DAILY_FRESHNESS
 from stock_assets.database.resource import PostgresResource
 from stock_assets.defs.prices.cleaning import REJECTED_COLUMNS, CleaningResult, clean_quotes
 from stock_assets.defs.universe.listings import upsert_listings
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.landing.io_manager import DATE_COLUMN, LandingIOManager
 from stock_assets.markets import exchange_of, sessions_by_symbol
-from stock_assets.metadata import (
+from stock_assets.defs.metadata import (
     add_partition_metadata, asset_metadata, distinct_by_day, reasons_by_day, rows_by_day, share,
 )
-from stock_assets.partitions import trading_day_partitions, trading_days, window_dates
+from stock_assets.defs.partitions import trading_day_partitions, trading_days, window_dates
 
 # Calendar days before a run whose raw bars the day-over-day rules compare the run's first day
 # with: a long weekend plus a holiday, and a ticker missing a day or two, stay covered.
@@ -108,7 +108,7 @@ def cleaned_prices(
     raw_rows = len(raw_quotes)
     rejected_share = share(len(result.rejected), raw_rows)
     # Each day's own numbers on its own partition (a range run would otherwise show the run's
-    # totals on every day); the run's totals under `*_in_run` names (see stock_assets/metadata.py).
+    # totals on every day); the run's totals under `*_in_run` names (see stock_assets/defs/metadata.py).
     keys = context.partition_keys
     clean_by_day, raw_by_day = rows_by_day(clean, keys), rows_by_day(raw_quotes, keys)
     rejected_by_day, reasons = rows_by_day(result.rejected, keys), reasons_by_day(result.rejected, keys)

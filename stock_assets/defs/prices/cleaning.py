@@ -36,7 +36,7 @@ from the table. The rejection names the rule, the move and the previous close, f
 to refetch, or to confirm in `market.confirmed_moves` (then those two rules leave the bar alone).
 
 yfinance's own `repair=True` is not used: measured on the bundled recorded data (every ticker's
-whole history through the replay, `python -m stock_assets.bench.repair`), it rewrote adj_close
+whole history through the replay, `python -m stock_assets.tooling.bench.repair`), it rewrote adj_close
 on 3,204 of 70,412 correct bars and deleted real dividends (ABBV 1.07 on 2019-10-14, WMT 0.51
 on 2017-12-07); with a one-day 100x XOM bar it multiplied the correct bar before it by 100 instead
 of fixing the bad one; a 1e300 close made it fail (it needs scikit-learn besides scipy); only

@@ -31,7 +31,7 @@ from stock_assets import markets
 from stock_assets.database.resource import PostgresResource
 from stock_assets.database.schema import load_query
 from stock_assets.landing.stores import LandingStore
-from stock_assets.partitions import (
+from stock_assets.defs.partitions import (
     FIRST_DAY,
     RANGE_END_TAG,
     RANGE_START_TAG,

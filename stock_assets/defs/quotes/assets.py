@@ -8,14 +8,14 @@ from pydantic import Field, field_validator
 
 from stock_assets import settings
 
-from stock_assets.defs.quotes.breaker import CircuitOpenError
+from stock_assets.yahoo.breaker import CircuitOpenError
 from stock_assets.defs.quotes.resources import QuoteClient, QuoteSourceUnavailable, empty_raw_frame
 from stock_assets.defs.universe.constituents import resolve_tickers, validate_listing
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.landing.io_manager import REPLACES_SYMBOLS
-from stock_assets.metadata import add_partition_metadata, asset_metadata, distinct_by_day, rows_by_day
+from stock_assets.defs.metadata import add_partition_metadata, asset_metadata, distinct_by_day, rows_by_day
 from stock_assets.markets import sessions_by_symbol
-from stock_assets.partitions import is_trading_day, trading_day_partitions, window_dates
+from stock_assets.defs.partitions import is_trading_day, trading_day_partitions, window_dates
 
 
 
@@ -136,7 +136,7 @@ def corporate_actions(frame: pd.DataFrame) -> list[dict[str, object]]:
 
 
 def _per_day(context: dg.AssetExecutionContext, frame: pd.DataFrame, sessions: list) -> None:
-    """Each day's own numbers on its own partition (see stock_assets/metadata.py), its splits and
+    """Each day's own numbers on its own partition (see stock_assets/defs/metadata.py), its splits and
     dividends among them: on the day they go ex, not repeated on every day of the run."""
     keys = context.partition_keys
     rows, symbols = rows_by_day(frame, keys), distinct_by_day(frame, keys, "symbol")

@@ -36,12 +36,12 @@ from pydantic import Field, PrivateAttr
 
 from stock_assets import settings
 from stock_assets.database.resource import PostgresResource
-from stock_assets.defs.quotes.breaker import BreakerPolicy, CircuitOpenError, LocalBreaker, PostgresBreaker
-from stock_assets.defs.quotes.cache import LocalResponseCache, PostgresResponseCache
-from stock_assets.defs.quotes.limiter import LocalRateLimiter, PostgresRateLimiter, RateLimit
-from stock_assets.defs.quotes.emulator import loopback_session
-from stock_assets.defs.quotes.live import live_session
-from stock_assets.defs.quotes.transport import (
+from stock_assets.yahoo.breaker import BreakerPolicy, CircuitOpenError, LocalBreaker, PostgresBreaker
+from stock_assets.yahoo.cache import LocalResponseCache, PostgresResponseCache
+from stock_assets.yahoo.limiter import LocalRateLimiter, PostgresRateLimiter, RateLimit
+from stock_assets.testing.yahoo_emulator import loopback_session
+from stock_assets.yahoo.live import live_session
+from stock_assets.yahoo.transport import (
     GovernedAdapter,
     Governance,
     GovernancePolicy,
@@ -52,9 +52,9 @@ from stock_assets.defs.quotes.transport import (
     observing,
     refreshing,
 )
-from stock_assets.defs.quotes.archive import PriceArchive
-from stock_assets.defs.quotes.replay import replay_session
-from stock_assets.defs.quotes.volumes import watch
+from stock_assets.yahoo.archive import PriceArchive
+from stock_assets.yahoo.replay import replay_session
+from stock_assets.yahoo.volumes import watch
 
 QuoteSource = Literal["replay", "yahoo"]
 
@@ -154,7 +154,7 @@ class QuoteClient(dg.ConfigurableResource):
     upstream_url: str | None = Field(
         default=None,
         description="Send Yahoo's requests to this base URL instead (a Yahoo emulator on 127.0.0.1, for tests "
-        "and benchmarks: stock_assets.defs.quotes.emulator); empty = the real hosts.",
+        "and benchmarks: stock_assets.testing.yahoo_emulator); empty = the real hosts.",
     )
     database: PostgresResource | None = Field(
         default=None,

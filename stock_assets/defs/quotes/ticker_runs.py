@@ -12,7 +12,7 @@ import hashlib
 
 import dagster as dg
 
-from stock_assets.partitions import range_tags
+from stock_assets.defs.partitions import range_tags
 
 TRIGGER_TAG = "stock_assets/trigger"
 TICKERS_TAG = "stock_assets/tickers"

@@ -11,11 +11,11 @@ start_offset=-1): reloading month N-1 makes month N's figures stale, and automat
 import dagster as dg
 from sqlalchemy import TextClause, text
 
-from stock_assets.automation import DATABASE_RETRY, SECTOR_FRESHNESS, follow_upstream
+from stock_assets.defs.automation import DATABASE_RETRY, SECTOR_FRESHNESS, follow_upstream
 from stock_assets.database.resource import PostgresResource
 from stock_assets.database.schema import load_query
-from stock_assets.metadata import add_partition_metadata, asset_metadata
-from stock_assets.partitions import month_bounds, monthly_partitions
+from stock_assets.defs.metadata import add_partition_metadata, asset_metadata
+from stock_assets.defs.partitions import month_bounds, monthly_partitions
 
 DAILY_TABLE = "market.sector_daily_performance"
 MONTHLY_TABLE = "market.sector_monthly_summary"

@@ -11,7 +11,7 @@ from stock_assets.database.resource import PostgresResource
 from stock_assets.defs.universe.constituents import load_constituents
 from stock_assets.defs.universe.listings import track_listings
 from stock_assets.defs.universe.resources import TickerSelection
-from stock_assets.metadata import asset_metadata
+from stock_assets.defs.metadata import asset_metadata
 
 UNIVERSE_TABLE = "market.ticker_universe"
 
@@ -77,7 +77,7 @@ def ticker_universe(
     context.log.info("Universe: %d constituents, %d tracked", len(rows), len(tracked))
     return dg.MaterializeResult(
         # The content's own version: a refresh that changed nothing is recognisably the same, so the
-        # monthly sector tables do not recompute (stock_assets.automation.REFERENCE_ASSETS).
+        # monthly sector tables do not recompute (stock_assets.defs.automation.REFERENCE_ASSETS).
         data_version=_content_version(rows),
         metadata={
             "dagster/row_count": len(rows),

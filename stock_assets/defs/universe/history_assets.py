@@ -19,7 +19,7 @@ from stock_assets.defs.universe.history import (
     gics_changes,
     membership_intervals,
 )
-from stock_assets.metadata import asset_metadata
+from stock_assets.defs.metadata import asset_metadata
 
 MEMBERSHIP_TABLE = "market.index_membership"
 CLASSIFICATION_TABLE = "market.sector_classification"

@@ -10,7 +10,7 @@ from stock_assets.defs.universe.constituents import resolve_tickers, validate_li
 
 def bundled_sample_tickers() -> list[str]:
     """The tickers of the replay archive: the bundled sample's, or STOCK_ASSETS_REPLAY_ARCHIVE's."""
-    from stock_assets.defs.quotes.archive import PriceArchive
+    from stock_assets.yahoo.archive import PriceArchive
 
     return list(PriceArchive.configured().symbols)
 

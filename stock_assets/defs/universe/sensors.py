@@ -10,8 +10,8 @@ from stock_assets.database.resource import PostgresResource
 from stock_assets.defs.prices.sensors import market_today
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.quotes.ticker_runs import ticker_run_request
-from stock_assets.jobs import daily_prices_job
-from stock_assets.partitions import FIRST_DAY
+from stock_assets.defs.jobs import daily_prices_job
+from stock_assets.defs.partitions import FIRST_DAY
 
 
 def history_backfill(symbols: list[str], first: dt.date, last: dt.date, trigger: str) -> dg.RunRequest:

@@ -6,12 +6,12 @@ import dagster as dg
 import pandas as pd
 from sqlalchemy import text
 
-from stock_assets.automation import DATABASE_RETRY, follow_upstream
+from stock_assets.defs.automation import DATABASE_RETRY, follow_upstream
 from stock_assets.database.resource import PostgresResource
 from stock_assets.defs.warehouse.loader import COPY_COLUMNS, load_months
 from stock_assets.landing.io_manager import ALLOW_PARTIAL_INPUT, MISSING_PARTITIONS
-from stock_assets.metadata import add_partition_metadata, asset_metadata
-from stock_assets.partitions import month_bounds, monthly_partitions
+from stock_assets.defs.metadata import add_partition_metadata, asset_metadata
+from stock_assets.defs.partitions import month_bounds, monthly_partitions
 from stock_assets.settings import POSTGRES_POOL
 
 PRICES_TABLE = "market.prices"
@@ -74,7 +74,7 @@ def monthly_prices(
             {"names": [load.partition for load in loads]},
         ).all())
     # Each month's own numbers on its own partition; a run of up to 12 months also carries its
-    # totals as `*_in_run` (see stock_assets/metadata.py).
+    # totals as `*_in_run` (see stock_assets/defs/metadata.py).
     add_partition_metadata(context, {
         key: {
             "dagster/row_count": load.rows_loaded,

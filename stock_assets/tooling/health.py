@@ -33,7 +33,7 @@ and details:
 - `warehouse_lag`: how far `market.prices` and the sector tables lag behind the newest clean day
   (the newest NYSE session of `cleaned_prices` materialized whose blocking checks have not failed),
   in NYSE sessions: a gap filled upstream that never reached the warehouse shows here.
-- `runs`: runs in progress whose process is gone (killed, out of memory: `stock_assets.dead_runs`),
+- `runs`: runs in progress whose process is gone (killed, out of memory: `stock_assets.instance.dead_runs`),
   which fail this check; the pool slots held and by which runs; and the gap sensor's view: the
   days it treats as in flight (a dead run's days would hide gaps). The next `stock-assets demo`
   or `dev`, or the daemon's `dead_run_reaper` sensor, marks dead runs failed and frees their slots.
@@ -63,8 +63,8 @@ from sqlalchemy.pool import NullPool
 
 from stock_assets import settings
 from stock_assets.database.urls import redact, with_driver
-from stock_assets.partitions import FIRST_DAY as FIRST_DAY_OF_DATA
-from stock_assets.partitions import MARKET_TIMEZONE, is_trading_day, trading_days
+from stock_assets.defs.partitions import FIRST_DAY as FIRST_DAY_OF_DATA
+from stock_assets.defs.partitions import MARKET_TIMEZONE, is_trading_day, trading_days
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -73,7 +73,7 @@ if TYPE_CHECKING:
 
 OK, WARN, FAIL, NOT_CONFIGURED, SKIPPED = "ok", "warn", "fail", "not_configured", "skipped"
 
-# The day's data is due by 20:00 New York (stock_assets.automation.DAILY_FRESHNESS): before that,
+# The day's data is due by 20:00 New York (stock_assets.defs.automation.DAILY_FRESHNESS): before that,
 # the newest session that must be in is the previous one.
 DAILY_DEADLINE = dt.time(20, 0)
 DAILY_ASSET = "cleaned_prices"
@@ -209,7 +209,7 @@ def check_quote_source(client: QuoteClient) -> CheckResult:
 
 
 def _check_replay(client: QuoteClient, done: Callable[..., CheckResult]) -> CheckResult:
-    from stock_assets.defs.quotes.archive import PriceArchive
+    from stock_assets.yahoo.archive import PriceArchive
 
     probe = PROBE_SYMBOL
     try:
@@ -370,7 +370,7 @@ def check_daily_partitions(
         expected = expected_session(now)
         details: dict[str, Any] = {"asset": DAILY_ASSET, "due_session": expected.isoformat()}
         if source == "replay":
-            from stock_assets.defs.quotes.archive import PriceArchive
+            from stock_assets.yahoo.archive import PriceArchive
 
             expected = min(expected, PriceArchive.configured().last_date)
             details.update(due_session=expected.isoformat(), due_because="the replay archive's last day")
@@ -525,7 +525,7 @@ def _completeness_window(now: dt.datetime, source: str, lookback_days: int) -> l
 
     expected = expected_session(now)
     if source == "replay":
-        from stock_assets.defs.quotes.archive import PriceArchive
+        from stock_assets.yahoo.archive import PriceArchive
 
         expected = min(expected, PriceArchive.configured().last_date)
     return sessions_in_window(expected + dt.timedelta(days=1), lookback_days)
@@ -615,9 +615,9 @@ def completeness_checks(
 
 
 def check_runs(instance: dg.DagsterInstance | None, instance_error: str | None = None) -> CheckResult:
-    from stock_assets.dead_runs import find_dead_runs, held_slots
+    from stock_assets.instance.dead_runs import find_dead_runs, held_slots
     from stock_assets.defs.prices.gaps import in_flight_days
-    from stock_assets.jobs import daily_prices_job
+    from stock_assets.defs.jobs import daily_prices_job
 
     with _timed("runs") as done:
         if instance is None:
@@ -670,7 +670,7 @@ def open_instance() -> Iterator[tuple[dg.DagsterInstance | None, str | None]]:
 
     try:
         if not os.environ.get("DAGSTER_HOME"):
-            from stock_assets.environment import prepare_environment
+            from stock_assets.instance.environment import prepare_environment
 
             prepare_environment(apply_pools=False)  # the database is known reachable: starts nothing
         instance = dg.DagsterInstance.get()

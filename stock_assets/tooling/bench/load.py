@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy import create_engine, insert, table, column
 
-from stock_assets.bench.scratch import scratch_database
+from stock_assets.tooling.bench.scratch import scratch_database
 from stock_assets.database.pgcopy import copy_payloads
 from stock_assets.database.resource import PostgresResource
 from stock_assets.database.schema import ensure_schema
@@ -40,7 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from stock_assets.environment import prepare_environment
+    from stock_assets.instance.environment import prepare_environment
 
     with scratch_database(prepare_environment()["STOCK_ASSETS_DATABASE_URL"], BENCH_DATABASE) as url:
         return _measure(url, args.rows, args.tickers, min(args.baseline_rows, args.rows), args.workers)

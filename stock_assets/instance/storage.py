@@ -14,7 +14,7 @@ event takes the upstream path unchanged. Per-partition planned events are kept (
 `DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS` single event), so a failed run still marks each
 of its partitions as failed, which the gap sensor relies on.
 
-dagster.yaml names this class as the instance's event log storage; `stock_assets.environment` sets
+dagster.yaml names this class as the instance's event log storage; `stock_assets.instance.environment` sets
 DAGSTER_EVENT_BATCH_SIZE (`settings.EVENT_BATCH_SIZE`), which makes Dagster hand over the
 materializations of a range run in batches too.
 
@@ -90,7 +90,7 @@ def check_range_tags(tags: Mapping[str, str]) -> None:
     2999-12-31 would otherwise plan ~360,000 partitions for minutes, a reversed range would plan
     nothing and fail inside the assets.
     """
-    from stock_assets.partitions import FIRST_DAY, RANGE_END_TAG, RANGE_START_TAG, trading_day_partitions
+    from stock_assets.defs.partitions import FIRST_DAY, RANGE_END_TAG, RANGE_START_TAG, trading_day_partitions
 
     if RANGE_START_TAG not in tags and RANGE_END_TAG not in tags:
         return

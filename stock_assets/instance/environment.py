@@ -7,7 +7,7 @@ It also applies the concurrency pool limits (`settings.pool_limits()`) to the in
 1.13's dagster.yaml can only hold a default pool limit (`concurrency: pools: default_limit`), a
 pool's own limit lives in the instance storage (what `dagster instance concurrency set` writes),
 so `stock-assets` writes them at start-up, idempotently. A deployment that starts Dagster without
-`stock-assets` runs `python -m stock_assets.environment` once per deploy (deploy/README.md).
+`stock-assets` runs `python -m stock_assets.instance.environment` once per deploy (deploy/README.md).
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def _local_dagster_home(state: Path) -> Path:
 
 
 def main() -> int:
-    """`python -m stock_assets.environment`: apply the pool limits to the instance at $DAGSTER_HOME.
+    """`python -m stock_assets.instance.environment`: apply the pool limits to the instance at $DAGSTER_HOME.
 
     For deployments that start Dagster's own processes (webserver, daemon) without `stock-assets`.
     """

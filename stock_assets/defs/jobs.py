@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 from stock_assets import settings
-from stock_assets.partitions import MARKET_TIMEZONE, is_trading_day
+from stock_assets.defs.partitions import MARKET_TIMEZONE, is_trading_day
 
 daily_prices_job = dg.define_asset_job(
     "daily_prices_job",

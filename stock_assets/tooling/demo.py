@@ -14,10 +14,10 @@ import dagster as dg
 from sqlalchemy import text
 
 from stock_assets.database.resource import PostgresResource
-from stock_assets.dead_runs import held_slots, process_tags, reap_dead_runs
-from stock_assets.environment import hold_storage_connections
-from stock_assets.signals import terminate_on_sigterm
-from stock_assets.partitions import month_bounds, range_tags
+from stock_assets.instance.dead_runs import held_slots, process_tags, reap_dead_runs
+from stock_assets.instance.environment import hold_storage_connections
+from stock_assets.tooling.signals import terminate_on_sigterm
+from stock_assets.defs.partitions import month_bounds, range_tags
 
 DEFAULT_START = dt.date(2020, 1, 1)
 DEFAULT_END = dt.date(2020, 6, 30)
@@ -44,7 +44,7 @@ def run_demo(start: dt.date = DEFAULT_START, end: dt.date = DEFAULT_END, echo=pr
     first session's return is over that month's last close. The summary covers [start, end] only.
     """
     from stock_assets.definitions import defs
-    from stock_assets.partitions import monthly_partitions, trading_day_partitions
+    from stock_assets.defs.partitions import monthly_partitions, trading_day_partitions
 
     start, end = resolve_range(start, end)
     start, end = start.replace(day=1), month_bounds(end.replace(day=1).isoformat())[1] - dt.timedelta(days=1)
@@ -100,7 +100,7 @@ def run_demo(start: dt.date = DEFAULT_START, end: dt.date = DEFAULT_END, echo=pr
 
 def previous_month(start: dt.date) -> dt.date:
     """The first day of the month before `start`'s, or `start`'s month when the partitions begin there."""
-    from stock_assets.partitions import FIRST_DAY
+    from stock_assets.defs.partitions import FIRST_DAY
 
     before = (start.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
     return max(before, dt.date.fromisoformat(FIRST_DAY))
@@ -154,7 +154,7 @@ def resolve_range(start: dt.date | None, end: dt.date | None) -> tuple[dt.date, 
     the other bound follows it (`--start 2020-08-03` alone runs to the end of that month).
     """
     from stock_assets import settings
-    from stock_assets.partitions import FIRST_DAY
+    from stock_assets.defs.partitions import FIRST_DAY
 
     first_day = dt.date.fromisoformat(FIRST_DAY)
     if start is not None and end is not None and end < start:
@@ -167,7 +167,7 @@ def resolve_range(start: dt.date | None, end: dt.date | None) -> tuple[dt.date, 
         if day < first_day:
             raise DemoRangeError(f"{flag} {day} is before the first partition ({FIRST_DAY})")
     if settings.quote_source() == "replay":
-        from stock_assets.defs.quotes.archive import PriceArchive
+        from stock_assets.yahoo.archive import PriceArchive
 
         archive = PriceArchive.configured()
         for flag, day in (("--start", start), ("--end", end)):

@@ -5,9 +5,9 @@ import json
 
 import dagster as dg
 
-from stock_assets.alerting import RUN_FAILURE, Alert, data_alerts, send_alert
-from stock_assets.dead_runs import reap_dead_runs
-from stock_assets.partitions import RANGE_END_TAG, RANGE_START_TAG
+from stock_assets.defs.operations.alerting import RUN_FAILURE, Alert, data_alerts, send_alert
+from stock_assets.instance.dead_runs import reap_dead_runs
+from stock_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 
 
 def describe_failure(run: dg.DagsterRun, step_failures: list[dg.DagsterEvent]) -> str:
@@ -61,7 +61,7 @@ def data_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
 
 def evaluate_data_alerts(context: dg.SensorEvaluationContext, now: dt.datetime) -> dg.SkipReason:
     from stock_assets import settings
-    from stock_assets.health import check_daily_partitions
+    from stock_assets.tooling.health import check_daily_partitions
 
     result = check_daily_partitions(context.instance, None, now, settings.quote_source())
     findings = data_alerts(result)

@@ -36,12 +36,12 @@ import tenacity
 import urllib3
 from requests.adapters import BaseAdapter
 
-from stock_assets.defs.quotes.breaker import HALF_OPEN, Admission, Breaker, CircuitOpenError
-from stock_assets.defs.quotes.cache import CachedAnswer, ResponseCache
-from stock_assets.defs.quotes.http_calls import CHART, Judgement, UpstreamCall, Verdict, judge
-from stock_assets.defs.quotes.limiter import RateLimiter
-from stock_assets.defs.quotes.live import ConnectFailed
-from stock_assets.defs.quotes.replay import wire_response
+from stock_assets.yahoo.breaker import HALF_OPEN, Admission, Breaker, CircuitOpenError
+from stock_assets.yahoo.cache import CachedAnswer, ResponseCache
+from stock_assets.yahoo.http_calls import CHART, Judgement, UpstreamCall, Verdict, judge
+from stock_assets.yahoo.limiter import RateLimiter
+from stock_assets.yahoo.live import ConnectFailed
+from stock_assets.yahoo.replay import wire_response
 
 _REMEMBERED_STATUSES = frozenset({400, 404, 422})
 

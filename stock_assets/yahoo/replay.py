@@ -44,7 +44,7 @@ from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
 
-from stock_assets.defs.quotes.archive import NASDAQ_LISTED, Listing, PriceArchive  # noqa: F401 - re-exported
+from stock_assets.yahoo.archive import NASDAQ_LISTED, Listing, PriceArchive  # noqa: F401 - re-exported
 
 MARKET_TIMEZONE = "America/New_York"
 _MARKET_TZ = ZoneInfo(MARKET_TIMEZONE)

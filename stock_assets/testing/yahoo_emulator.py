@@ -38,8 +38,8 @@ import pandas as pd
 import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
 
-from stock_assets.defs.quotes.archive import PriceArchive
-from stock_assets.defs.quotes.replay import USER_AGENT, YahooReplayAdapter, wire_response
+from stock_assets.yahoo.archive import PriceArchive
+from stock_assets.yahoo.replay import USER_AGENT, YahooReplayAdapter, wire_response
 
 FAULT_KINDS = ("5xx", "timeout", "truncated", "empty", "delisted", "html")
 TOO_MANY_REQUESTS = b"Edge: Too Many Requests"

@@ -10,7 +10,7 @@ import datetime as dt
 
 import dagster as dg
 
-from stock_assets.partitions import MARKET_TIMEZONE
+from stock_assets.defs.partitions import MARKET_TIMEZONE
 
 
 def follow_upstream() -> dg.AutomationCondition:

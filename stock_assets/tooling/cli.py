@@ -15,9 +15,9 @@ import traceback
 import warnings
 
 from stock_assets import settings
-from stock_assets.bench import BENCHMARKS, SUMMARIES
-from stock_assets.bench import benchmark_module as load_benchmark
-from stock_assets.signals import Terminated, terminate_on_sigterm
+from stock_assets.tooling.bench import BENCHMARKS, SUMMARIES
+from stock_assets.tooling.bench import benchmark_module as load_benchmark
+from stock_assets.tooling.signals import Terminated, terminate_on_sigterm
 
 # Exit statuses: 1 the command failed (one line on stderr says why), 2 bad input (refused before
 # anything started), 128 + signal when interrupted (130 Ctrl-C, 143 SIGTERM).
@@ -196,7 +196,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _db(args: argparse.Namespace) -> int:
     from stock_assets.database.embedded import EmbeddedServer
     from stock_assets.database.urls import redact
-    from stock_assets.environment import prepare_environment
+    from stock_assets.instance.environment import prepare_environment
 
     server = EmbeddedServer(settings.state_dir())
     if args.db_command == "url":
@@ -216,8 +216,8 @@ def _db(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from stock_assets.demo import DemoRangeError, resolve_range, run_demo
-    from stock_assets.environment import prepare_environment
+    from stock_assets.tooling.demo import DemoRangeError, resolve_range, run_demo
+    from stock_assets.instance.environment import prepare_environment
 
     try:  # refused before the database starts
         start, end = resolve_range(args.start, args.end)
@@ -236,7 +236,7 @@ def dev_command(host: str, port: str) -> list[str]:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from stock_assets.environment import prepare_environment
+    from stock_assets.instance.environment import prepare_environment
 
     ensure_port_free(args.host, args.port)  # before the database and the daemon start
     prepare_environment()
@@ -281,7 +281,7 @@ def ensure_port_free(host: str, port: str) -> None:
 def _reap_dead_runs() -> None:
     import dagster as dg
 
-    from stock_assets.dead_runs import reap_dead_runs
+    from stock_assets.instance.dead_runs import reap_dead_runs
 
     with dg.DagsterInstance.get() as instance:
         for dead in reap_dead_runs(instance):
@@ -289,7 +289,7 @@ def _reap_dead_runs() -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from stock_assets.environment import prepare_environment
+    from stock_assets.instance.environment import prepare_environment
 
     prepare_environment()
     command = [sys.executable, "-m", "dagster", "definitions", "validate", "-w",
@@ -298,7 +298,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _health(args: argparse.Namespace) -> int:
-    from stock_assets.health import run_health
+    from stock_assets.tooling.health import run_health
 
     report = run_health(max_stale_sessions=args.max_stale_sessions)
     print(report.to_json() if args.json else report.render())

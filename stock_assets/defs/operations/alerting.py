@@ -12,7 +12,7 @@
 Nothing configured: no alert leaves the machine (the sensors still log every failure in their
 tick log). What is sent, by whom:
 
-- a run failed: `run_failure_reporter` (stock_assets/sensors.py), one alert per failed run;
+- a run failed: `run_failure_reporter` (stock_assets/defs/operations/sensors.py), one alert per failed run;
 - a blocking check failed on a day, or the daily data is stale (the `daily_partitions` check of
   `stock-assets health`): `data_alert_sensor`, once per new finding (a day that keeps failing is
   not re-sent every tick; a new failing day or a newly stale state is).

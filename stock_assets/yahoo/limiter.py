@@ -9,7 +9,7 @@ GCRA ("virtual scheduling") keeps one timestamp per bucket, the theoretical arri
 next request. A request may leave at `tat - (burst - 1) / rate`; reserving moves `tat` one
 emission interval on. Slots are handed out in reservation order and never overlap, so P processes
 together send at the configured rate, not P times it. `stock-assets bench ratelimit` measures
-this bucket against pyrate-limiter's PostgreSQL bucket; the figures (stock_assets/bench/ratelimit.py)
+this bucket against pyrate-limiter's PostgreSQL bucket; the figures (stock_assets/tooling/bench/ratelimit.py)
 are why this one is kept: within 0.6 % of the rate with zero 429s where pyrate's was 3-23 % slow,
 unfair between processes, and drew 429s.
 

@@ -24,7 +24,7 @@ from typing import Protocol
 
 from sqlalchemy import Engine, text
 
-from stock_assets.defs.quotes.http_calls import UpstreamCall
+from stock_assets.yahoo.http_calls import UpstreamCall
 
 # pg_advisory_xact_lock(namespace, hashtext(key)): the namespace keeps these locks apart from the
 # schema runner's and the monthly loader's.

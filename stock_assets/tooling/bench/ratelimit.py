@@ -1,6 +1,6 @@
 """P processes share one Yahoo rate limit: measured rate and 429s against the Yahoo emulator.
 
-The emulator (stock_assets.defs.quotes.emulator) runs in this process on 127.0.0.1 and enforces
+The emulator (stock_assets.testing.yahoo_emulator) runs in this process on 127.0.0.1 and enforces
 its own limit - the configured rate and burst, answering excess with 429. P worker processes
 (spawned, each with its own database connections, as Dagster's step processes are) send chart
 requests through the governed transport as fast as the shared limiter lets them, for S seconds.
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _measure(url: str, limiter: str, args: argparse.Namespace) -> dict:
-    from stock_assets.defs.quotes.emulator import YahooEmulator
+    from stock_assets.testing.yahoo_emulator import YahooEmulator
 
     name = f"bench_{uuid.uuid4().hex[:10]}"
     emulator = YahooEmulator(rate_per_s=args.rate, burst=args.burst)
@@ -140,10 +140,10 @@ def _worker(url: str, base_url: str, limiter_kind: str, name: str, rate: float, 
         from sqlalchemy import text
 
         from stock_assets.database.engine import get_engine
-        from stock_assets.defs.quotes.breaker import BreakerPolicy, PostgresBreaker
-        from stock_assets.defs.quotes.emulator import loopback_session
-        from stock_assets.defs.quotes.limiter import PostgresRateLimiter, RateLimit
-        from stock_assets.defs.quotes.transport import Governance, GovernancePolicy, UpstreamError, govern
+        from stock_assets.yahoo.breaker import BreakerPolicy, PostgresBreaker
+        from stock_assets.testing.yahoo_emulator import loopback_session
+        from stock_assets.yahoo.limiter import PostgresRateLimiter, RateLimit
+        from stock_assets.yahoo.transport import Governance, GovernancePolicy, UpstreamError, govern
 
         engine = get_engine(url)
         with engine.connect() as conn:  # a pooled connection ready before the clock starts

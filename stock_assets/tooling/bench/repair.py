@@ -1,6 +1,6 @@
 """Measure yfinance's `repair=True` on the recorded data, clean and with injected Yahoo errors.
 
-    python -m stock_assets.bench.repair [--tickers AAPL,MSFT,...]
+    python -m stock_assets.tooling.bench.repair [--tickers AAPL,MSFT,...]
 
 Every bundled ticker's whole history is fetched twice through the offline replay (the same
 yfinance code path as the pipeline), with `repair=False` and `repair=True`; the script prints how
@@ -21,8 +21,8 @@ import warnings
 import pandas as pd
 import yfinance as yf
 
-from stock_assets.defs.quotes.archive import PriceArchive
-from stock_assets.defs.quotes.replay import replay_session
+from stock_assets.yahoo.archive import PriceArchive
+from stock_assets.yahoo.replay import replay_session
 
 PRICES = ["Open", "High", "Low", "Close", "Adj Close"]
 

@@ -11,9 +11,9 @@ from types import ModuleType
 
 # name -> module; the module is imported only when its benchmark is listed or run.
 BENCHMARKS: dict[str, str] = {
-    "load": "stock_assets.bench.load",
-    "ratelimit": "stock_assets.bench.ratelimit",
-    "backfill": "stock_assets.bench.backfill",
+    "load": "stock_assets.tooling.bench.load",
+    "ratelimit": "stock_assets.tooling.bench.ratelimit",
+    "backfill": "stock_assets.tooling.bench.backfill",
 }
 
 # One line each for `stock-assets bench --help`, so listing them imports none of them (the modules

@@ -1,6 +1,6 @@
 """A real `stock-assets dev` (Dagster webserver + daemon) for the UI tests, started once per session.
 
-`dagster_ui` runs `python -m stock_assets.cli dev --host 127.0.0.1 --port <free port>` in its own
+`dagster_ui` runs `python -m stock_assets.tooling.cli dev --host 127.0.0.1 --port <free port>` in its own
 process group, against the session's embedded PostgreSQL but in databases of its own
 (`ui_pipeline` for the pipeline tables, `ui_dagster` for Dagster's runs and events), so the
 function-scoped `database` fixture of other tests, which empties the market tables, never touches
@@ -39,7 +39,7 @@ from psycopg import sql
 
 from stock_assets import settings
 from stock_assets.database.urls import libpq_url, with_database, with_driver
-from stock_assets.partitions import trading_day_partitions
+from stock_assets.defs.partitions import trading_day_partitions
 
 UI_TICKERS = ["AAPL", "MSFT", "XOM", "CVX", "JNJ", "PFE"]  # three sectors, and PFE's bad bar of 2019-11-18
 UI_SECTORS = 3
@@ -208,7 +208,7 @@ def dagster_ui(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
     log_path = state / "dagster-dev.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "stock_assets.cli", "dev", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "stock_assets.tooling.cli", "dev", "--host", "127.0.0.1", "--port", str(port)],
             env=env, cwd=settings.PROJECT_DIR, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     ui = DagsterUI(f"http://127.0.0.1:{port}", port, env[settings.DATABASE_URL_ENV], state, log_path, process)

@@ -1,0 +1,1 @@
+"""The Dagster instance: process environment, storage."""

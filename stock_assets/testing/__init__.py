@@ -1,0 +1,1 @@
+"""Fakes for tests and benchmarks (never imported by the pipeline): the Yahoo emulator."""

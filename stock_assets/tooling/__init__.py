@@ -1,0 +1,1 @@
+"""Operator tooling: the `stock-assets` CLI, the demo, health, benchmarks."""

@@ -1,0 +1,1 @@
+"""Test support: servers the tests start (the Dagster UI, an AWS emulator)."""
