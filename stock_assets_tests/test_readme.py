@@ -19,12 +19,12 @@ import re
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
-from stock_assets import alerting, settings
+from stock_assets import settings
+from stock_assets.defs.operations import alerting
 from stock_assets.tooling.cli import build_parser
 
 README = settings.PROJECT_DIR / "README.md"
