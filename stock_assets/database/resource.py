@@ -10,21 +10,10 @@ import psycopg
 from pydantic import Field
 from sqlalchemy import Connection, Engine
 
-from stock_assets import settings
-from stock_assets.database.embedded import EmbeddedServer
+from stock_assets.database.location import pipeline_database_url
 from stock_assets.database.engine import PoolSettings, get_engine
 from stock_assets.database.schema import ensure_schema
 from stock_assets.database.urls import redact
-
-
-def resolve_database_url(url: str | None = None) -> str:
-    """The URL in use: the configured one, or the embedded server's (started on demand)."""
-    if url:
-        return url
-    configured = settings.configured_database_url()
-    if configured:
-        return configured
-    return EmbeddedServer(settings.state_dir()).ensure_running()
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -51,7 +40,7 @@ class PostgresResource(dg.ConfigurableResource):
 
     @property
     def resolved_url(self) -> str:
-        return resolve_database_url(self.url)
+        return self.url or pipeline_database_url()
 
     @property
     def engine(self) -> Engine:

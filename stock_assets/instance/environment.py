@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stock_assets import settings
-from stock_assets.database.embedded import DAGSTER_DATABASE, EmbeddedServer
+from stock_assets.database.embedded import DAGSTER_DATABASE
+from stock_assets.database.location import pipeline_database_url, uses_embedded_server
 from stock_assets.database.urls import with_database, with_driver
 
 INSTANCE_STORAGES = ("run_storage", "event_log_storage", "schedule_storage")
@@ -31,12 +32,8 @@ def prepare_environment(apply_pools: bool = True) -> dict[str, str]:
     """Start the embedded server if no URL is configured, export what dagster.yaml reads, and
     (unless `apply_pools` is false) set the instance's concurrency pool limits."""
     state = settings.state_dir()
-    pipeline_url = settings.configured_database_url()
-    if pipeline_url is None:
-        pipeline_url = EmbeddedServer(state).ensure_running()
-        dagster_url = with_database(pipeline_url, DAGSTER_DATABASE)
-    else:
-        dagster_url = pipeline_url
+    pipeline_url = pipeline_database_url()
+    dagster_url = with_database(pipeline_url, DAGSTER_DATABASE) if uses_embedded_server() else pipeline_url
     values = {
         settings.DATABASE_URL_ENV: pipeline_url,
         settings.DAGSTER_PG_URL_ENV: with_driver(os.environ.get(settings.DAGSTER_PG_URL_ENV) or dagster_url,

@@ -308,7 +308,7 @@ def _health(args: argparse.Namespace) -> int:
 def _db_label() -> str:
     from stock_assets.database.urls import redact
 
-    configured = os.environ.get(settings.DATABASE_URL_ENV, "")
+    configured = settings.configured_database_url()
     return redact(configured) if configured else "embedded"
 
 

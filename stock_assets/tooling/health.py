@@ -209,7 +209,6 @@ def check_quote_source(client: QuoteClient) -> CheckResult:
 
 
 def _check_replay(client: QuoteClient, done: Callable[..., CheckResult]) -> CheckResult:
-    from stock_assets.yahoo.archive import PriceArchive
 
     probe = PROBE_SYMBOL
     try:
@@ -651,16 +650,12 @@ def check_runs(instance: dg.DagsterInstance | None, instance_error: str | None =
 
 def resolve_database_url() -> tuple[str | None, str | None]:
     """The pipeline database URL without starting anything: (url, None) or (None, why not)."""
-    configured = settings.configured_database_url()
-    if configured:
-        return configured, None
-    from stock_assets.database.embedded import EmbeddedServer
+    from stock_assets.database.location import DatabaseNotRunning, pipeline_database_url
 
-    server = EmbeddedServer(settings.state_dir())
-    if server.is_running():
-        return server.url(), None
-    return None, (f"the embedded PostgreSQL ({server.pgdata}) is not running and no {settings.DATABASE_URL_ENV} "
-                  "is set; start it with `stock-assets db start` (or `make dev`)")
+    try:
+        return pipeline_database_url(start=False), None
+    except DatabaseNotRunning as err:
+        return None, str(err)
 
 
 @contextmanager
