@@ -11,7 +11,8 @@ import requests
 import yfinance as yf
 from yfinance.data import YfData
 
-from stock_assets.testing.yahoo_emulator import TOO_MANY_REQUESTS, YahooEmulator, loopback_session
+from stock_assets.testing.yahoo_emulator import TOO_MANY_REQUESTS, YahooEmulator
+from stock_assets.yahoo.wire import redirected_session
 from stock_assets.yahoo.replay import replay_session
 
 pytestmark = pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")
@@ -78,7 +79,7 @@ def test_over_loopback_http_faults_look_like_a_network_would_show_them():
     emulator.inject("truncated", symbols=["AAPL"], times=1)
     emulator.inject("timeout", symbols=["XOM"], times=1)
     with emulator.serve() as url:
-        session = loopback_session(url)
+        session = redirected_session(url)
         with pytest.raises(requests.exceptions.ChunkedEncodingError):
             _get(session, "AAPL")
         with pytest.raises(requests.exceptions.ReadTimeout):
@@ -95,7 +96,7 @@ def test_yfinance_reads_the_served_emulator_exactly_like_the_replay(state_dir):
     emulator = YahooEmulator(rate_per_s=1000, burst=100)
     try:
         with emulator.serve() as url:
-            for session in (replay_session(), loopback_session(url)):
+            for session in (replay_session(), redirected_session(url)):
                 YfData.cache_get.cache_clear()
                 frames.append(yf.Ticker("AAPL", session=session).history(
                     start="2020-08-03", end="2020-09-03", auto_adjust=False, actions=True))

@@ -15,7 +15,7 @@ that punishes what Yahoo punishes. `YahooEmulator` answers with the replay's Yah
 - logs every request (arrival time, kind, symbol, query, status) so tests count what reached it.
 
 It is reachable two ways: in-process (`emulator.adapter()`, a requests transport) and over a
-loopback HTTP server on 127.0.0.1 (`with emulator.serve() as url:` plus `LoopbackAdapter(url)` on
+loopback HTTP server on 127.0.0.1 (`with emulator.serve() as url:` plus `RedirectAdapter(url)` from `stock_assets.yahoo.wire` on
 the client side), which the multi-process benchmark needs.
 """
 
@@ -36,10 +36,11 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pandas as pd
 import requests
-from requests.adapters import BaseAdapter, HTTPAdapter
+from requests.adapters import BaseAdapter
 
 from stock_assets.yahoo.archive import PriceArchive
-from stock_assets.yahoo.replay import USER_AGENT, YahooReplayAdapter, wire_response
+from stock_assets.yahoo.replay import YahooReplayAdapter
+from stock_assets.yahoo.wire import wire_response
 
 FAULT_KINDS = ("5xx", "timeout", "truncated", "empty", "delisted", "html")
 TOO_MANY_REQUESTS = b"Edge: Too Many Requests"
@@ -247,34 +248,6 @@ class EmulatorAdapter(BaseAdapter):
 
     def close(self) -> None:
         pass
-
-
-class LoopbackAdapter(HTTPAdapter):
-    """Client side of `YahooEmulator.serve()`: sends https://HOST/PATH?Q to BASE/HOST/PATH?Q.
-    Cookies are still matched against the original (Yahoo) URL by the requests session."""
-
-    def __init__(self, base_url: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.base_url = base_url.rstrip("/")
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        url = urlsplit(request.url or "")
-        routed = request.copy()
-        routed.url = f"{self.base_url}/{url.hostname}{url.path or '/'}" + (f"?{url.query}" if url.query else "")
-        kwargs["proxies"] = {}
-        response = super().send(routed, **kwargs)
-        response.request, response.url = request, request.url
-        return response
-
-
-def loopback_session(base_url: str) -> requests.Session:
-    """A requests session whose every request goes to the emulator served at `base_url`."""
-    session = requests.Session()
-    session.headers["User-Agent"] = USER_AGENT
-    adapter = LoopbackAdapter(base_url)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from stock_assets import settings

@@ -18,7 +18,7 @@ from typing import Any
 import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
 
-from stock_assets.yahoo.replay import USER_AGENT, wire_response
+from stock_assets.yahoo.wire import USER_AGENT, wire_response
 
 # curl error codes for "could not connect at all": couldn't resolve proxy / host, couldn't connect.
 _CONNECT_FAILED_CODES = frozenset({5, 6, 7})

@@ -22,8 +22,6 @@ and anything else with a 404 that names the request, so nothing unexpected passe
 from __future__ import annotations
 
 import datetime as dt
-import http.client
-import io
 import json
 import re
 import threading
@@ -39,11 +37,9 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 import requests
-import urllib3
 from requests.adapters import BaseAdapter
-from requests.structures import CaseInsensitiveDict
-from requests.utils import get_encoding_from_headers
 
+from stock_assets.yahoo.wire import USER_AGENT, wire_response
 from stock_assets.yahoo.archive import NASDAQ_LISTED, Listing, PriceArchive  # noqa: F401 - re-exported
 
 MARKET_TIMEZONE = "America/New_York"
@@ -55,10 +51,6 @@ YAHOO_INTERVALS = ("1m", "2m", "5m", "15m", "30m", "60m", "90m", "1h", "4h", "1d
 _BAR_PERIODS = {"1d": None, "1wk": "W-SUN", "1mo": "M"}
 
 CRUMB = "Rp1ayCrumb0"
-USER_AGENT = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/131.0.0.0 Safari/537.36"
-)
 # yfinance persists the A3 cookie in its on-disk cache and reuses it until it expires, also for
 # live Yahoo sessions; a short lifetime keeps a replay cookie from outliving the replay.
 _COOKIE_LIFETIME_S = 300
@@ -354,46 +346,3 @@ def _response(
         *extra_headers,
     ]
     return wire_response(request, status, body, headers)
-
-
-def wire_response(
-    request: requests.PreparedRequest, status: int, body: bytes, headers: Iterable[tuple[str, str]]
-) -> requests.Response:
-    """A `requests.Response` with exactly `headers` and `body`, as `HTTPAdapter` builds one from the
-    wire (cookies included). Other transports (the emulator, the response cache, the curl_cffi
-    adapter) use it to hand yfinance answers it cannot tell from a socket's."""
-    headers = list(headers)
-    reason = HTTPStatus(status).phrase
-    head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{name}: {value}\r\n" for name, value in headers) + "\r\n"
-    wire = http.client.HTTPResponse(_WireSocket(head.encode("latin-1") + body), method=request.method)
-    wire.begin()
-
-    response = requests.Response()
-    response.status_code = status
-    response.reason = reason
-    response.headers = CaseInsensitiveDict(headers)
-    response.encoding = get_encoding_from_headers(response.headers)
-    response.url = request.url or ""
-    response.request = request
-    response.raw = urllib3.HTTPResponse(
-        body=wire,
-        headers=headers,
-        status=status,
-        reason=reason,
-        preload_content=False,
-        original_response=wire,
-        request_method=request.method,
-        request_url=request.url,
-    )
-    response._content = body
-    return response
-
-
-class _WireSocket:
-    """Just enough of a socket for `http.client.HTTPResponse` to parse bytes already in memory."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-
-    def makefile(self, mode: str) -> io.BufferedReader:
-        return io.BufferedReader(io.BytesIO(self._data))

@@ -41,7 +41,7 @@ from stock_assets.yahoo.cache import CachedAnswer, ResponseCache
 from stock_assets.yahoo.http_calls import CHART, Judgement, UpstreamCall, Verdict, judge
 from stock_assets.yahoo.limiter import RateLimiter
 from stock_assets.yahoo.live import ConnectFailed
-from stock_assets.yahoo.replay import wire_response
+from stock_assets.yahoo.wire import wire_response
 
 _REMEMBERED_STATUSES = frozenset({400, 404, 422})
 

@@ -2,7 +2,6 @@
 
 import datetime as dt
 import json
-from zoneinfo import ZoneInfo
 
 import dagster as dg
 from pydantic import Field
@@ -23,7 +22,7 @@ from stock_assets.defs.quotes.ticker_runs import TICKERS_TAG, TRIGGER_TAG, ticke
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.defs.jobs import daily_prices_job
 from stock_assets.landing.io_manager import LandingIOManager
-from stock_assets.defs.partitions import FIRST_DAY, MARKET_TIMEZONE, RANGE_END_TAG, RANGE_START_TAG, range_tags
+from stock_assets.defs.partitions import FIRST_DAY, RANGE_END_TAG, RANGE_START_TAG, range_tags
 
 
 class GapPolicy(dg.ConfigurableResource):
@@ -41,13 +40,6 @@ class GapPolicy(dg.ConfigurableResource):
         return dt.timedelta(minutes=min(minutes, self.max_retry_hours * 60))
 
 
-def market_today(quotes: QuoteClient, now: dt.datetime) -> dt.date:
-    """Today in New York; for the replay, the day after its archive's last recorded session."""
-    if quotes.source == "replay":
-        return quotes.archive().last_date + dt.timedelta(days=1)
-    return now.astimezone(ZoneInfo(MARKET_TIMEZONE)).date()
-
-
 @dg.sensor(
     job=daily_prices_job,
     minimum_interval_seconds=300,
@@ -60,7 +52,7 @@ def gap_sensor(
     tickers: TickerSelection, landing_io_manager: dg.ResourceParam[LandingIOManager],
 ) -> dg.SensorResult:
     now = dt.datetime.now(dt.timezone.utc)
-    sessions = sessions_in_window(market_today(quotes, now), gap_policy.lookback_days)
+    sessions = sessions_in_window(quotes.market_today(now), gap_policy.lookback_days)
     whole_days = unmaterialized_sessions(context.instance, sessions) | sessions_missing_rows(
         context.instance, database, sessions)
     coverage = in_flight(context.instance, daily_prices_job.name)

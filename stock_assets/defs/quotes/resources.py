@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
+from zoneinfo import ZoneInfo
+
 import dagster as dg
 import pandas as pd
 import requests
@@ -36,10 +38,11 @@ from pydantic import Field, PrivateAttr
 
 from stock_assets import settings
 from stock_assets.database.resource import PostgresResource
+from stock_assets.defs.partitions import MARKET_TIMEZONE
 from stock_assets.yahoo.breaker import BreakerPolicy, CircuitOpenError, LocalBreaker, PostgresBreaker
 from stock_assets.yahoo.cache import LocalResponseCache, PostgresResponseCache
 from stock_assets.yahoo.limiter import LocalRateLimiter, PostgresRateLimiter, RateLimit
-from stock_assets.testing.yahoo_emulator import loopback_session
+from stock_assets.yahoo.wire import redirected_session
 from stock_assets.yahoo.live import live_session
 from stock_assets.yahoo.transport import (
     GovernedAdapter,
@@ -214,7 +217,7 @@ class QuoteClient(dg.ConfigurableResource):
     def session(self) -> requests.Session:
         if self._session is None:
             if self.upstream_url:
-                self._session = loopback_session(self.upstream_url)
+                self._session = redirected_session(self.upstream_url)
             else:
                 self._session = replay_session(self.archive()) if self.source == "replay" else live_session()
         if not self._governed:
@@ -225,6 +228,13 @@ class QuoteClient(dg.ConfigurableResource):
     def archive_path(self) -> str | None:
         """The replay archive this client serves from: its own setting, else the environment's."""
         return self.replay_archive or settings.configured_replay_archive()
+
+    def market_today(self, now: dt.datetime | None = None) -> dt.date:
+        """Today in New York; for the replay, the day after its archive's last recorded session (a
+        replay's clock stands still). Sensors and assets ask the client, never the archive."""
+        if self.source == "replay":
+            return self.archive().last_date + dt.timedelta(days=1)
+        return (now or dt.datetime.now(dt.timezone.utc)).astimezone(ZoneInfo(MARKET_TIMEZONE)).date()
 
     def archive(self) -> PriceArchive:
         """The price archive the replay answers from (the bundled one unless configured)."""

@@ -1,12 +1,10 @@
 """Serving caches: what dashboards read, refreshed and warmed after each load."""
 
-import datetime as dt
 
 import dagster as dg
 from pydantic import Field
 
 from stock_assets.database.resource import PostgresResource
-from stock_assets.defs.prices.sensors import market_today
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.serving.warmup import (
     WarmupReport,
@@ -44,7 +42,7 @@ def serving_caches(
     refresh_materialized_views(database, report)
     prewarm_latest_month(database, report)
     watched = most_watched(database, serving_policy.watched_tickers, serving_policy.watch_count)
-    warm_quote_cache(quotes, watched, market_today(quotes, dt.datetime.now(dt.timezone.utc)),
+    warm_quote_cache(quotes, watched, quotes.market_today(),
                      serving_policy.warm_days, report)
     context.log.info("Warmed %s in %s", sorted(report.warmed), report.seconds)
     return dg.MaterializeResult(metadata={

@@ -7,7 +7,6 @@ import dagster as dg
 from sqlalchemy import text
 
 from stock_assets.database.resource import PostgresResource
-from stock_assets.defs.prices.sensors import market_today
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.quotes.ticker_runs import ticker_run_request
 from stock_assets.defs.jobs import daily_prices_job
@@ -41,7 +40,7 @@ def new_ticker_sensor(
     cursor = json.dumps(sorted(tracked))
     if not added:
         return dg.SensorResult(skip_reason=dg.SkipReason("No new tracked tickers"), cursor=cursor)
-    last = market_today(quotes, dt.datetime.now(dt.timezone.utc)) - dt.timedelta(days=1)
+    last = quotes.market_today() - dt.timedelta(days=1)
     context.log.info("New tracked tickers %s: requesting their history %s..%s", added, FIRST_DAY, last)
     return dg.SensorResult(
         run_requests=[history_backfill(added, dt.date.fromisoformat(FIRST_DAY), last, "new_ticker_sensor")],

@@ -141,7 +141,7 @@ def _worker(url: str, base_url: str, limiter_kind: str, name: str, rate: float, 
 
         from stock_assets.database.engine import get_engine
         from stock_assets.yahoo.breaker import BreakerPolicy, PostgresBreaker
-        from stock_assets.testing.yahoo_emulator import loopback_session
+        from stock_assets.yahoo.wire import redirected_session
         from stock_assets.yahoo.limiter import PostgresRateLimiter, RateLimit
         from stock_assets.yahoo.transport import Governance, GovernancePolicy, UpstreamError, govern
 
@@ -154,7 +154,7 @@ def _worker(url: str, base_url: str, limiter_kind: str, name: str, rate: float, 
             limiter = PyrateLimiter(url, name, rate, burst)
         governance = Governance(GovernancePolicy(scope=name, max_retries=0),
                                 limiter, PostgresBreaker(engine, name, BreakerPolicy(threshold=10**6)), cache=None)
-        session = govern(loopback_session(base_url), governance)
+        session = govern(redirected_session(base_url), governance)
     except Exception as err:
         error = f"{type(err).__name__}: {err}"
     ready.put(True)
