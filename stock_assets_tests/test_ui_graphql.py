@@ -1,6 +1,6 @@
 """End to end through a running `stock-assets dev`: Dagster's GraphQL API, as the UI and scripts use it.
 
-The server (`dagster_ui`, stock_assets_tests/support/ui_server.py) is the real `dagster dev` with the daemon,
+The server (`dagster_ui`, stock_assets_tests/support/ui_server.py) is the real `dg dev` with the daemon,
 the project's dagster.yaml (PostgreSQL storage, queued runs) and the replayed quote source. The
 session fixture `ui_history` launches runs with `dagster_graphql.DagsterGraphQLClient` (the
 universe, one daily partition, the month) and a raw `launchPartitionBackfill` (February's days),

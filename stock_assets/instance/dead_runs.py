@@ -1,7 +1,7 @@
 """Runs whose process is gone: find them, mark them failed, free the pool slots they hold.
 
 A run executed in-process (`stock-assets demo`, a benchmark) or by a local run worker
-(`dagster dev`'s DefaultRunLauncher) that is killed (SIGKILL, OOM, a reboot) never writes its
+(`dg dev`'s DefaultRunLauncher) that is killed (SIGKILL, OOM, a reboot) never writes its
 failure: Dagster keeps it STARTED forever, with its `yahoo` and `postgres` pool slots claimed. Every
 later run that needs those pools then waits forever, and the gap sensor counts its range as in
 flight. Dagster's run monitoring (dagster.yaml `run_monitoring`) only detects dead workers for run

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import traceback
+from pathlib import Path
 import warnings
 
 from stock_assets import settings
@@ -229,10 +230,15 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def dg_command(*args: str) -> list[str]:
+    """Dagster's `dg` CLI of this environment, for the project in PROJECT_DIR (`[tool.dg]` in
+    pyproject.toml), on this interpreter rather than whatever `.venv` dg would look for."""
+    return [str(Path(sys.executable).parent / "dg"), *args, "--use-active-venv"]
+
+
 def dev_command(host: str, port: str) -> list[str]:
-    """`dagster dev` for this project, bound to `host` (127.0.0.1 unless the operator says otherwise)."""
-    return [sys.executable, "-m", "dagster", "dev", "-w", str(settings.PROJECT_DIR / "workspace.yaml"),
-            "--host", host, "--port", str(port)]
+    """`dg dev` for this project, bound to `host` (127.0.0.1 unless the operator says otherwise)."""
+    return dg_command("dev", "--host", host, "--port", str(port))
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -248,19 +254,41 @@ def _dev(args: argparse.Namespace) -> int:
 
 def run_foreground(command: list[str], grace_s: float = 30.0) -> int:
     """Run `command` until it ends; on Ctrl-C or SIGTERM pass the signal on and let it shut down
-    (`dagster dev` stops its webserver and daemon), killing it only after `grace_s`."""
+    (`dg dev` stops its webserver and daemon), killing it only after `grace_s`."""
+    import psutil
+
     process = subprocess.Popen(command, cwd=settings.PROJECT_DIR)
     try:
         return process.wait()
     except (KeyboardInterrupt, Terminated) as stop:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT if isinstance(stop, KeyboardInterrupt) else signal.SIGTERM)
+        # A terminal's Ctrl-C reached the whole process group already. A SIGTERM to this process
+        # alone is passed on as SIGINT to every descendant: `dg dev` told alone to stop leaves
+        # its webserver, daemon and code server running.
+        family = _descendants(psutil, process.pid)
+        if isinstance(stop, Terminated):
+            _signal_all(family, signal.SIGINT)
         try:
             process.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
-            process.kill()
+            _signal_all(family, signal.SIGKILL)
             process.wait()
         raise
+
+
+def _descendants(psutil, pid: int) -> list:
+    try:
+        parent = psutil.Process(pid)
+        return [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _signal_all(processes: list, signum: int) -> None:
+    for proc in processes:
+        try:
+            proc.send_signal(signum)
+        except Exception:  # noqa: BLE001 - it ended meanwhile
+            pass
 
 
 def ensure_port_free(host: str, port: str) -> None:
@@ -292,9 +320,7 @@ def _validate(args: argparse.Namespace) -> int:
     from stock_assets.instance.environment import prepare_environment
 
     prepare_environment()
-    command = [sys.executable, "-m", "dagster", "definitions", "validate", "-w",
-               str(settings.PROJECT_DIR / "workspace.yaml")]
-    return subprocess.call(command, cwd=settings.PROJECT_DIR)
+    return subprocess.call(dg_command("check", "defs"), cwd=settings.PROJECT_DIR)
 
 
 def _health(args: argparse.Namespace) -> int:

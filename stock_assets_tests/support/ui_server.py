@@ -5,7 +5,7 @@ process group, against the session's embedded PostgreSQL but in databases of its
 (`ui_pipeline` for the pipeline tables, `ui_dagster` for Dagster's runs and events), so the
 function-scoped `database` fixture of other tests, which empties the market tables, never touches
 what the UI tests launched. State (landing zone, DAGSTER_HOME) lives in a private temporary folder.
-At the end the whole process group gets SIGTERM, then SIGKILL after a grace period (`dagster dev`
+At the end the whole process group gets SIGTERM, then SIGKILL after a grace period (`dg dev`
 shuts its webserver, daemon and code server down slowly).
 
 `ui_history` loads history through the server once per session, the way an operator would: the
