@@ -14,16 +14,11 @@ from stock_assets.defs import metadata
 from stock_assets.defs.prices.assets import cleaned_prices
 from stock_assets.defs.quotes.assets import raw_quotes
 from stock_assets.defs.quotes.resources import QuoteClient
-from stock_assets.defs.sectors.assets import DAILY_TABLE, MONTHLY_TABLE, sector_daily_performance, sector_monthly_summary
-from stock_assets.defs.universe.assets import UNIVERSE_TABLE, ticker_universe
-from stock_assets.defs.universe.history_assets import (
-    CLASSIFICATION_TABLE,
-    MEMBERSHIP_TABLE,
-    index_membership,
-    sector_classification,
-)
+from stock_assets.defs.sectors.assets import sector_daily_performance, sector_monthly_summary
+from stock_assets.defs.universe.assets import ticker_universe
+from stock_assets.defs.universe.history_assets import index_membership, sector_classification
 from stock_assets.defs.universe.resources import TickerSelection
-from stock_assets.defs.warehouse.assets import PRICES_TABLE, monthly_prices
+from stock_assets.defs.warehouse.assets import monthly_prices
 from stock_assets.landing.io_manager import LandingIOManager
 
 ALL_ASSETS = [ticker_universe, index_membership, sector_classification, raw_quotes, cleaned_prices, monthly_prices,
@@ -75,9 +70,10 @@ def test_every_asset_declares_its_column_schema(asset):
 
 def test_table_names_are_the_tables_the_assets_write():
     assert metadata.TABLE_NAMES == {
-        "ticker_universe": UNIVERSE_TABLE, "monthly_prices": PRICES_TABLE,
-        "sector_daily_performance": DAILY_TABLE, "sector_monthly_summary": MONTHLY_TABLE,
-        "index_membership": MEMBERSHIP_TABLE, "sector_classification": CLASSIFICATION_TABLE,
+        "ticker_universe": "market.ticker_universe", "monthly_prices": "market.prices",
+        "sector_daily_performance": "market.sector_daily_performance",
+        "sector_monthly_summary": "market.sector_monthly_summary",
+        "index_membership": "market.index_membership", "sector_classification": "market.sector_classification",
     }
     for asset, table in metadata.TABLE_NAMES.items():
         assert _definition_metadata(asset)["dagster/table_name"] == table

@@ -56,9 +56,3 @@ def engine_count() -> int:
     pid = os.getpid()
     return sum(1 for key in _engines if key[0] == pid)
 
-
-def dispose_all() -> None:
-    with _lock:
-        for engine in _engines.values():
-            engine.dispose()
-        _engines.clear()

@@ -13,7 +13,6 @@ from sqlalchemy import Connection, Engine
 from stock_assets.database.location import pipeline_database_url
 from stock_assets.database.engine import PoolSettings, get_engine
 from stock_assets.database.schema import ensure_schema
-from stock_assets.database.urls import redact
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -57,10 +56,6 @@ class PostgresResource(dg.ConfigurableResource):
         )
         ensure_schema(engine)
         return engine
-
-    @property
-    def display_url(self) -> str:
-        return redact(self.resolved_url)
 
     def pool_statistics(self) -> dict[str, int]:
         """The process's pool right now, for materialization metadata."""

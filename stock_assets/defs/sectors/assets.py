@@ -17,8 +17,6 @@ from stock_assets.database.schema import load_query
 from stock_assets.defs.metadata import add_partition_metadata, asset_metadata
 from stock_assets.defs.partitions import month_bounds, monthly_partitions
 
-DAILY_TABLE = "market.sector_daily_performance"
-MONTHLY_TABLE = "market.sector_monthly_summary"
 
 _DELETE_DAILY = text(
     "DELETE FROM market.sector_daily_performance WHERE trade_date >= :month_start AND trade_date < :month_end"

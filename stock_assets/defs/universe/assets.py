@@ -13,7 +13,6 @@ from stock_assets.defs.universe.listings import track_listings
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.defs.metadata import asset_metadata
 
-UNIVERSE_TABLE = "market.ticker_universe"
 
 _UPSERT = text(
     """

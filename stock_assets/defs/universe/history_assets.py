@@ -21,9 +21,6 @@ from stock_assets.defs.universe.history import (
 )
 from stock_assets.defs.metadata import asset_metadata
 
-MEMBERSHIP_TABLE = "market.index_membership"
-CLASSIFICATION_TABLE = "market.sector_classification"
-
 
 def _data_version(frame: pd.DataFrame) -> dg.DataVersion:
     """The content's hash: unchanged history, unchanged version (automation can tell a no-op refresh)."""

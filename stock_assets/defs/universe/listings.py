@@ -16,7 +16,6 @@ from sqlalchemy import text
 from stock_assets.database.resource import PostgresResource
 from stock_assets.markets import UnknownExchangeError, exchange_of, major_units
 
-LISTINGS_TABLE = "market.listings"
 
 _UPSERT = text(
     """

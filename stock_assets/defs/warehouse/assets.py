@@ -14,8 +14,6 @@ from stock_assets.defs.metadata import add_partition_metadata, asset_metadata
 from stock_assets.defs.partitions import month_bounds, monthly_partitions
 from stock_assets.settings import POSTGRES_POOL
 
-PRICES_TABLE = "market.prices"
-
 
 @dg.asset(
     partitions_def=monthly_partitions,
