@@ -14,8 +14,16 @@ from __future__ import annotations
 import dagster as dg
 
 from stock_assets import settings
-from stock_assets.defs.automation import follow_upstream_sensor
 from stock_assets.database.resource import PostgresResource
+from stock_assets.defs.automation import follow_upstream_sensor
+from stock_assets.defs.jobs import (
+    daily_prices_job,
+    daily_prices_schedule,
+    monthly_warehouse_job,
+    monthly_warehouse_schedule,
+    universe_job,
+)
+from stock_assets.defs.operations.sensors import data_alert_sensor, dead_run_reaper, run_failure_reporter
 from stock_assets.defs.prices.assets import cleaned_prices
 from stock_assets.defs.prices.sensors import GapPolicy, gap_sensor, restatement_sensor
 from stock_assets.defs.quotes.assets import raw_quotes
@@ -28,15 +36,7 @@ from stock_assets.defs.universe.history_assets import index_membership, sector_c
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.defs.universe.sensors import new_ticker_sensor
 from stock_assets.defs.warehouse.assets import monthly_prices
-from stock_assets.defs.jobs import (
-    daily_prices_job,
-    daily_prices_schedule,
-    monthly_warehouse_job,
-    monthly_warehouse_schedule,
-    universe_job,
-)
 from stock_assets.landing.io_manager import LandingIOManager
-from stock_assets.defs.operations.sensors import data_alert_sensor, dead_run_reaper, run_failure_reporter
 
 
 def build_resources() -> dict[str, object]:

@@ -25,16 +25,16 @@ import pandas as pd
 import pytest
 from sqlalchemy import text
 
+from stock_assets.defs.partitions import range_tags, trading_days
 from stock_assets.defs.prices.assets import cleaned_prices
 from stock_assets.defs.prices.sensors import restatement_sensor
-from stock_assets.yahoo.archive import PriceArchive
 from stock_assets.defs.quotes.assets import raw_quotes
-from stock_assets.testing.yahoo_emulator import YahooEmulator
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.defs.warehouse.assets import monthly_prices
 from stock_assets.landing.io_manager import LandingIOManager
-from stock_assets.defs.partitions import range_tags, trading_days
+from stock_assets.testing.yahoo_emulator import YahooEmulator
+from stock_assets.yahoo.archive import PriceArchive
 
 ASSETS = [raw_quotes, cleaned_prices, monthly_prices]
 PRICES = ["open", "high", "low", "close", "adj_close"]

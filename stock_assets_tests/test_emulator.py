@@ -12,8 +12,8 @@ import yfinance as yf
 from yfinance.data import YfData
 
 from stock_assets.testing.yahoo_emulator import TOO_MANY_REQUESTS, YahooEmulator
-from stock_assets.yahoo.wire import redirected_session
 from stock_assets.yahoo.replay import replay_session
+from stock_assets.yahoo.wire import redirected_session
 
 pytestmark = pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")
 

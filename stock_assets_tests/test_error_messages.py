@@ -7,8 +7,8 @@ import datetime as dt
 import pytest
 import requests
 
-from stock_assets.yahoo.http_calls import UpstreamCall, Verdict, judge
 from stock_assets.defs.quotes.resources import QuoteClient, TickerFetchError
+from stock_assets.yahoo.http_calls import UpstreamCall, Verdict, judge
 
 CHART_URL = "https://query2.finance.yahoo.com/v8/finance/chart/AAPL?period1=1577836800&period2=1580515200&interval=1d"
 
@@ -50,8 +50,8 @@ def test_the_cli_shows_the_live_source_hint_under_dagsters_wrappers():
     own message, with its hint (it was the last of 160+ lines before)."""
     import dagster as dg
 
-    from stock_assets.tooling.cli import error_line
     from stock_assets.defs.quotes.resources import _unreachable
+    from stock_assets.tooling.cli import error_line
 
     @dg.op
     def fetch() -> None:

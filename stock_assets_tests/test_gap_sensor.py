@@ -10,15 +10,15 @@ import pytest
 from sqlalchemy import text
 
 from stock_assets.database.resource import PostgresResource
-from stock_assets.defs.prices.gaps import RANGE_END_TAG, RANGE_START_TAG, contiguous_ranges
-from stock_assets.defs.prices.sensors import GapPolicy, gap_sensor
-from stock_assets.defs.quotes.resources import QuoteClient
-from stock_assets.defs.universe.resources import TickerSelection
-from stock_assets.landing.io_manager import LandingIOManager
 from stock_assets.definitions import defs
 from stock_assets.defs.prices.assets import cleaned_prices
+from stock_assets.defs.prices.gaps import RANGE_END_TAG, RANGE_START_TAG, contiguous_ranges
+from stock_assets.defs.prices.sensors import GapPolicy, gap_sensor
 from stock_assets.defs.quotes.assets import raw_quotes
+from stock_assets.defs.quotes.resources import QuoteClient
+from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.defs.warehouse.assets import monthly_prices
+from stock_assets.landing.io_manager import LandingIOManager
 
 TICKERS = TickerSelection(tickers=["AAPL", "MSFT"])
 

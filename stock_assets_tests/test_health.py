@@ -22,14 +22,25 @@ from stock_assets.database.resource import PostgresResource
 from stock_assets.database.urls import libpq_url, with_database, with_driver
 from stock_assets.defs.prices.assets import cleaned_prices
 from stock_assets.defs.quotes.assets import raw_quotes
-from stock_assets.testing.yahoo_emulator import YahooEmulator
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.universe.resources import TickerSelection
-from stock_assets.tooling.health import (
-    FAIL, NOT_CONFIGURED, OK, SKIPPED, WARN, check_circuit_breaker, check_daily_partitions, check_quote_source,
-    check_rate_limiter, expected_session, health_engine, run_health, sessions_behind,
-)
 from stock_assets.landing.io_manager import LandingIOManager
+from stock_assets.testing.yahoo_emulator import YahooEmulator
+from stock_assets.tooling.health import (
+    FAIL,
+    NOT_CONFIGURED,
+    OK,
+    SKIPPED,
+    WARN,
+    check_circuit_breaker,
+    check_daily_partitions,
+    check_quote_source,
+    check_rate_limiter,
+    expected_session,
+    health_engine,
+    run_health,
+    sessions_behind,
+)
 
 NEW_YORK = ZoneInfo("America/New_York")
 

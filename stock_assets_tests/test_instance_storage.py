@@ -12,11 +12,11 @@ import pytest
 from psycopg import sql
 
 from stock_assets import settings
-from stock_assets.tooling.bench.scratch import scratch_database
 from stock_assets.database.urls import libpq_url, with_driver
+from stock_assets.defs.partitions import range_tags
 from stock_assets.instance.environment import postgres_storage
 from stock_assets.instance.storage import BatchingPostgresEventLogStorage
-from stock_assets.defs.partitions import range_tags
+from stock_assets.tooling.bench.scratch import scratch_database
 
 days = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-03-01")
 

@@ -17,12 +17,12 @@ import pytest
 from dagster_aws.s3 import S3Resource
 
 from stock_assets import settings
+from stock_assets.defs.partitions import trading_day_partitions, trading_days
 from stock_assets.defs.quotes.assets import raw_quotes
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.landing.io_manager import LandingIOManager, MissingLandingPartitions
 from stock_assets.landing.stores import LocalLandingStore, S3LandingStore, local_root, open_store
-from stock_assets.defs.partitions import trading_day_partitions, trading_days
 from stock_assets_tests.support.aws_emulator import emulated_aws
 
 TICKERS = ["AAPL", "MSFT", "XOM", "JNJ"]

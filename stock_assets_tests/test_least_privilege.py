@@ -14,8 +14,8 @@ import pytest
 from psycopg import sql
 
 from stock_assets import settings
-from stock_assets.database.urls import libpq_url, with_database
 from stock_assets.database.resource import PostgresResource
+from stock_assets.database.urls import libpq_url, with_database
 from stock_assets.defs.warehouse.loader import load_month
 from stock_assets_tests.test_loader import make_month
 

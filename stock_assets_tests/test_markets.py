@@ -26,12 +26,12 @@ import pandas as pd
 import pytest
 from sqlalchemy import text
 
-from stock_assets.yahoo.archive import ArchiveError, PriceArchive
+from stock_assets.defs.partitions import monthly_partitions, trading_day_partitions
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.landing.io_manager import LandingIOManager
 from stock_assets.markets import exchange_of, sessions
-from stock_assets.defs.partitions import monthly_partitions, trading_day_partitions
+from stock_assets.yahoo.archive import ArchiveError, PriceArchive
 from stock_assets_tests.test_pipeline import ALL_ASSETS, RANGE_TAGS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "yahoo_http"

@@ -24,15 +24,15 @@ from psycopg import sql
 
 import stock_assets.defs.prices.assets as prices
 from stock_assets.database.urls import libpq_url, with_database, with_driver
+from stock_assets.defs.operations.sensors import describe_failure
+from stock_assets.defs.partitions import range_tags, trading_day_partitions, trading_days
 from stock_assets.defs.prices.assets import CHECKS, RECORDED_PASSING_DAYS, cleaned_prices
 from stock_assets.defs.quotes.assets import raw_quotes
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.instance.environment import postgres_storage
-from stock_assets.tooling.health import FAIL, OK, check_daily_partitions
 from stock_assets.landing.io_manager import LandingIOManager
-from stock_assets.defs.partitions import range_tags, trading_day_partitions, trading_days
-from stock_assets.defs.operations.sensors import describe_failure
+from stock_assets.tooling.health import FAIL, OK, check_daily_partitions
 
 ASSET = dg.AssetKey("cleaned_prices")
 CHECK_KEYS = {spec.name: dg.AssetCheckKey(ASSET, spec.name) for spec in CHECKS}

@@ -14,12 +14,12 @@ from collections import Counter
 import dagster as dg
 import pytest
 
-from stock_assets.yahoo.archive import PriceArchive
 from stock_assets.defs.quotes.assets import raw_quotes
-from stock_assets.testing.yahoo_emulator import YahooEmulator
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.landing.io_manager import LandingIOManager
+from stock_assets.testing.yahoo_emulator import YahooEmulator
+from stock_assets.yahoo.archive import PriceArchive
 
 pytestmark = pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")
 

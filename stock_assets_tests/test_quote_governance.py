@@ -19,6 +19,9 @@ import requests
 from sqlalchemy import create_engine, text
 
 from stock_assets.database.urls import with_driver
+from stock_assets.defs.quotes.resources import QuoteClient
+from stock_assets.testing.yahoo_emulator import YahooEmulator, history_as_known_on
+from stock_assets.yahoo.archive import PriceArchive
 from stock_assets.yahoo.breaker import (
     CLOSED,
     HALF_OPEN,
@@ -29,12 +32,9 @@ from stock_assets.yahoo.breaker import (
     PostgresBreaker,
 )
 from stock_assets.yahoo.cache import PostgresResponseCache
-from stock_assets.yahoo.archive import PriceArchive
-from stock_assets.testing.yahoo_emulator import YahooEmulator, history_as_known_on
 from stock_assets.yahoo.http_calls import parse_retry_after
 from stock_assets.yahoo.limiter import LocalRateLimiter, PostgresRateLimiter, RateLimit
-from stock_assets.defs.quotes.resources import QuoteClient
-from stock_assets.yahoo.transport import GovernedAdapter, Governance, GovernancePolicy
+from stock_assets.yahoo.transport import Governance, GovernancePolicy, GovernedAdapter
 
 
 def _name() -> str:

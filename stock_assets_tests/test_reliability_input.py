@@ -15,15 +15,15 @@ from pydantic import ValidationError
 from sqlalchemy import text
 
 from stock_assets import settings
-from stock_assets.tooling.cli import build_parser, dev_command
 from stock_assets.database.resource import PostgresResource
 from stock_assets.defs.prices.assets import cleaned_prices
 from stock_assets.defs.quotes.assets import raw_quotes
-from stock_assets.yahoo.replay import replay_session
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.universe.constituents import InvalidSymbolError, resolve_tickers
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.landing.io_manager import LandingIOManager
+from stock_assets.tooling.cli import build_parser, dev_command
+from stock_assets.yahoo.replay import replay_session
 
 pytestmark = pytest.mark.reliability
 

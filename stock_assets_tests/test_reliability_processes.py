@@ -242,9 +242,9 @@ def test_the_daemons_reaper_frees_a_dead_runs_slots_for_queued_runs(database_url
     """Fault: a run's only process exited without a word while holding the `yahoo` slot and a
     queued step waits for it. Asserts: the `dead_run_reaper` sensor (what the daemon runs every
     minute) marks it failed and frees the slot; evaluated again, it finds nothing."""
+    from stock_assets.defs.operations.sensors import dead_run_reaper
     from stock_assets.instance.dead_runs import HOST_TAG, PID_TAG
     from stock_assets.instance.environment import apply_pool_limits
-    from stock_assets.defs.operations.sensors import dead_run_reaper
 
     for name in (settings.DATABASE_URL_ENV, settings.STATE_DIR_ENV, "DAGSTER_HOME", "DAGSTER_PG_URL"):
         monkeypatch.delenv(name, raising=False)

@@ -11,11 +11,11 @@ import dagster as dg
 import pytest
 
 from stock_assets import settings
-from stock_assets.tooling.bench.scratch import scratch_database
 from stock_assets.database.urls import with_driver
+from stock_assets.defs.partitions import range_tags
 from stock_assets.instance.environment import postgres_storage
 from stock_assets.instance.storage import RangeTagError
-from stock_assets.defs.partitions import range_tags
+from stock_assets.tooling.bench.scratch import scratch_database
 
 pytestmark = pytest.mark.reliability
 

@@ -18,12 +18,12 @@ import pytest
 
 from stock_assets.defs.prices.gaps import RANGE_END_TAG, RANGE_START_TAG
 from stock_assets.defs.prices.sensors import restatement_sensor
-from stock_assets.yahoo.archive import PriceArchive
 from stock_assets.defs.quotes.assets import raw_quotes
-from stock_assets.testing.yahoo_emulator import YahooEmulator, history_as_known_on
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.landing.io_manager import LandingIOManager
+from stock_assets.testing.yahoo_emulator import YahooEmulator, history_as_known_on
+from stock_assets.yahoo.archive import PriceArchive
 
 pytestmark = pytest.mark.reliability
 

@@ -8,6 +8,7 @@ import json
 import dagster as dg
 from sqlalchemy import text
 
+from stock_assets.defs.operations.sensors import describe_failure
 from stock_assets.defs.prices.assets import cleaned_prices
 from stock_assets.defs.quotes.assets import raw_quotes
 from stock_assets.defs.quotes.resources import QuoteClient
@@ -19,7 +20,6 @@ from stock_assets.defs.universe.history_assets import index_membership, sector_c
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.defs.warehouse.assets import monthly_prices
 from stock_assets.landing.io_manager import LandingIOManager
-from stock_assets.defs.operations.sensors import describe_failure
 
 ASSETS = [ticker_universe, index_membership, sector_classification, raw_quotes, cleaned_prices, monthly_prices,
           sector_daily_performance, sector_monthly_summary, serving_caches]

@@ -19,18 +19,18 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from stock_assets import settings
+from stock_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from stock_assets.defs.prices.assets import cleaned_prices
 from stock_assets.defs.prices.gaps import LANDING, Hole, ticker_holes
 from stock_assets.defs.prices.sensors import GapPolicy, gap_sensor
-from stock_assets.yahoo.archive import PriceArchive
 from stock_assets.defs.quotes.assets import raw_quotes
-from stock_assets.testing.yahoo_emulator import YahooEmulator, with_bar
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.universe.resources import TickerSelection
-from stock_assets import settings
-from stock_assets.tooling.health import FAIL, OK, WARN, check_ticker_gaps, check_warning_checks, run_health
 from stock_assets.landing.io_manager import LandingIOManager
-from stock_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
+from stock_assets.testing.yahoo_emulator import YahooEmulator, with_bar
+from stock_assets.tooling.health import FAIL, OK, WARN, check_ticker_gaps, check_warning_checks, run_health
+from stock_assets.yahoo.archive import PriceArchive
 
 pytestmark = pytest.mark.reliability
 

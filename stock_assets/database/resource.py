@@ -10,8 +10,8 @@ import psycopg
 from pydantic import Field
 from sqlalchemy import Connection, Engine
 
-from stock_assets.database.location import pipeline_database_url
 from stock_assets.database.engine import PoolSettings, get_engine
+from stock_assets.database.location import pipeline_database_url
 from stock_assets.database.schema import ensure_schema
 
 

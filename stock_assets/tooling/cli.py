@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import io
 import json
-import datetime as dt
 import os
 import signal
 import socket
 import subprocess
 import sys
 import traceback
-from pathlib import Path
 import warnings
+from pathlib import Path
 
 from stock_assets import settings
 from stock_assets.tooling.bench import BENCHMARKS, SUMMARIES
@@ -217,8 +217,8 @@ def _db(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from stock_assets.tooling.demo import DemoRangeError, resolve_range, run_demo
     from stock_assets.instance.environment import prepare_environment
+    from stock_assets.tooling.demo import DemoRangeError, resolve_range, run_demo
 
     try:  # refused before the database starts
         start, end = resolve_range(args.start, args.end)

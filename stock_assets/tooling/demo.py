@@ -14,10 +14,10 @@ import dagster as dg
 from sqlalchemy import text
 
 from stock_assets.database.resource import PostgresResource
+from stock_assets.defs.partitions import month_bounds, range_tags
 from stock_assets.instance.dead_runs import held_slots, process_tags, reap_dead_runs
 from stock_assets.instance.environment import hold_storage_connections
 from stock_assets.tooling.signals import terminate_on_sigterm
-from stock_assets.defs.partitions import month_bounds, range_tags
 
 DEFAULT_START = dt.date(2020, 1, 1)
 DEFAULT_END = dt.date(2020, 6, 30)

@@ -614,9 +614,9 @@ def completeness_checks(
 
 
 def check_runs(instance: dg.DagsterInstance | None, instance_error: str | None = None) -> CheckResult:
-    from stock_assets.instance.dead_runs import find_dead_runs, held_slots
-    from stock_assets.defs.prices.gaps import in_flight_days
     from stock_assets.defs.jobs import daily_prices_job
+    from stock_assets.defs.prices.gaps import in_flight_days
+    from stock_assets.instance.dead_runs import find_dead_runs, held_slots
 
     with _timed("runs") as done:
         if instance is None:

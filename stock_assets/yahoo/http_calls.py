@@ -28,8 +28,8 @@ from zoneinfo import ZoneInfo
 
 import requests
 
-from stock_assets.markets import UnknownExchangeError, exchange_of, sessions
 from stock_assets.defs.partitions import MARKET_TIMEZONE, trading_days
+from stock_assets.markets import UnknownExchangeError, exchange_of, sessions
 
 CHART, AUTH, OTHER = "chart", "auth", "other"
 _QUERY_HOSTS = frozenset({"query1.finance.yahoo.com", "query2.finance.yahoo.com"})

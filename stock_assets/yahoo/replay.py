@@ -39,8 +39,8 @@ import pandas as pd
 import requests
 from requests.adapters import BaseAdapter
 
-from stock_assets.yahoo.wire import USER_AGENT, wire_response
 from stock_assets.yahoo.archive import NASDAQ_LISTED, Listing, PriceArchive  # noqa: F401 - re-exported
+from stock_assets.yahoo.wire import USER_AGENT, wire_response
 
 MARKET_TIMEZONE = "America/New_York"
 _MARKET_TZ = ZoneInfo(MARKET_TIMEZONE)

@@ -6,8 +6,8 @@ import json
 import dagster as dg
 
 from stock_assets.defs.operations.alerting import RUN_FAILURE, Alert, data_alerts, send_alert
-from stock_assets.instance.dead_runs import reap_dead_runs
 from stock_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
+from stock_assets.instance.dead_runs import reap_dead_runs
 
 
 def describe_failure(run: dg.DagsterRun, step_failures: list[dg.DagsterEvent]) -> str:

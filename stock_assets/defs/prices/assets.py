@@ -12,17 +12,22 @@ import dagster as dg
 import pandas as pd
 from sqlalchemy import text
 
-from stock_assets.defs.automation import DAILY_FRESHNESS
 from stock_assets.database.resource import PostgresResource
+from stock_assets.defs.automation import DAILY_FRESHNESS
+from stock_assets.defs.metadata import (
+    add_partition_metadata,
+    asset_metadata,
+    distinct_by_day,
+    reasons_by_day,
+    rows_by_day,
+    share,
+)
+from stock_assets.defs.partitions import trading_day_partitions, trading_days, window_dates
 from stock_assets.defs.prices.cleaning import REJECTED_COLUMNS, CleaningResult, clean_quotes
 from stock_assets.defs.universe.listings import upsert_listings
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.landing.io_manager import DATE_COLUMN, LandingIOManager
 from stock_assets.markets import exchange_of, sessions_by_symbol
-from stock_assets.defs.metadata import (
-    add_partition_metadata, asset_metadata, distinct_by_day, reasons_by_day, rows_by_day, share,
-)
-from stock_assets.defs.partitions import trading_day_partitions, trading_days, window_dates
 
 # Calendar days before a run whose raw bars the day-over-day rules compare the run's first day
 # with: a long weekend plus a holiday, and a ticker missing a day or two, stay covered.

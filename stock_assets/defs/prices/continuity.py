@@ -51,8 +51,8 @@ from fractions import Fraction
 import numpy as np
 import pandas as pd
 
-from stock_assets.defs.prices.units import in_major_units
 from stock_assets.defs.partitions import MARKET_TIMEZONE
+from stock_assets.defs.prices.units import in_major_units
 
 # Split ratios (new shares per old share) a move is compared with, and their reverse splits.
 SPLIT_RATIOS = (3 / 2, 2, 5 / 2, 3, 4, 5, 6, 7, 8, 10, 15, 20, 25, 30, 50)

@@ -30,7 +30,6 @@ from sqlalchemy import Engine, text
 from stock_assets import markets
 from stock_assets.database.resource import PostgresResource
 from stock_assets.database.schema import load_query
-from stock_assets.landing.stores import LandingStore
 from stock_assets.defs.partitions import (
     FIRST_DAY,
     RANGE_END_TAG,
@@ -39,6 +38,7 @@ from stock_assets.defs.partitions import (
     trading_day_partitions,
     trading_days,
 )
+from stock_assets.landing.stores import LandingStore
 
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,

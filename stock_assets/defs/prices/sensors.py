@@ -7,6 +7,8 @@ import dagster as dg
 from pydantic import Field
 
 from stock_assets.database.resource import PostgresResource
+from stock_assets.defs.jobs import daily_prices_job
+from stock_assets.defs.partitions import FIRST_DAY, RANGE_END_TAG, RANGE_START_TAG, range_tags
 from stock_assets.defs.prices.gaps import (
     Hole,
     contiguous_ranges,
@@ -20,9 +22,7 @@ from stock_assets.defs.prices.restatements import StoredDays, stale_reason
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.quotes.ticker_runs import TICKERS_TAG, TRIGGER_TAG, ticker_run_request
 from stock_assets.defs.universe.resources import TickerSelection
-from stock_assets.defs.jobs import daily_prices_job
 from stock_assets.landing.io_manager import LandingIOManager
-from stock_assets.defs.partitions import FIRST_DAY, RANGE_END_TAG, RANGE_START_TAG, range_tags
 
 
 class GapPolicy(dg.ConfigurableResource):

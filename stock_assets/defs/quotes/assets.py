@@ -7,16 +7,14 @@ import pandas as pd
 from pydantic import Field, field_validator
 
 from stock_assets import settings
-
-from stock_assets.yahoo.breaker import CircuitOpenError
+from stock_assets.defs.metadata import add_partition_metadata, asset_metadata, distinct_by_day, rows_by_day
+from stock_assets.defs.partitions import is_trading_day, trading_day_partitions, window_dates
 from stock_assets.defs.quotes.resources import QuoteClient, QuoteSourceUnavailable, empty_raw_frame
 from stock_assets.defs.universe.constituents import resolve_tickers, validate_listing
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.landing.io_manager import REPLACES_SYMBOLS
-from stock_assets.defs.metadata import add_partition_metadata, asset_metadata, distinct_by_day, rows_by_day
 from stock_assets.markets import sessions_by_symbol
-from stock_assets.defs.partitions import is_trading_day, trading_day_partitions, window_dates
-
+from stock_assets.yahoo.breaker import CircuitOpenError
 
 
 class RawQuotesConfig(dg.Config):

@@ -25,29 +25,29 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
-
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pandas as pd
 import requests
 import yfinance as yf
+from pydantic import Field, PrivateAttr
 from yfinance.data import YfData
 from yfinance.exceptions import YFPricesMissingError, YFTzMissingError
-from pydantic import Field, PrivateAttr
 
 from stock_assets import settings
 from stock_assets.database.resource import PostgresResource
 from stock_assets.defs.partitions import MARKET_TIMEZONE
+from stock_assets.yahoo.archive import PriceArchive
 from stock_assets.yahoo.breaker import BreakerPolicy, CircuitOpenError, LocalBreaker, PostgresBreaker
 from stock_assets.yahoo.cache import LocalResponseCache, PostgresResponseCache
 from stock_assets.yahoo.limiter import LocalRateLimiter, PostgresRateLimiter, RateLimit
-from stock_assets.yahoo.wire import redirected_session
 from stock_assets.yahoo.live import live_session
+from stock_assets.yahoo.replay import replay_session
 from stock_assets.yahoo.transport import (
-    GovernedAdapter,
     Governance,
     GovernancePolicy,
+    GovernedAdapter,
     Trace,
     UpstreamError,
     UpstreamUnreachable,
@@ -55,9 +55,8 @@ from stock_assets.yahoo.transport import (
     observing,
     refreshing,
 )
-from stock_assets.yahoo.archive import PriceArchive
-from stock_assets.yahoo.replay import replay_session
 from stock_assets.yahoo.volumes import watch
+from stock_assets.yahoo.wire import redirected_session
 
 QuoteSource = Literal["replay", "yahoo"]
 

@@ -11,12 +11,11 @@ start_offset=-1): reloading month N-1 makes month N's figures stale, and automat
 import dagster as dg
 from sqlalchemy import TextClause, text
 
-from stock_assets.defs.automation import DATABASE_RETRY, SECTOR_FRESHNESS, follow_upstream
 from stock_assets.database.resource import PostgresResource
 from stock_assets.database.schema import load_query
+from stock_assets.defs.automation import DATABASE_RETRY, SECTOR_FRESHNESS, follow_upstream
 from stock_assets.defs.metadata import add_partition_metadata, asset_metadata
 from stock_assets.defs.partitions import month_bounds, monthly_partitions
-
 
 _DELETE_DAILY = text(
     "DELETE FROM market.sector_daily_performance WHERE trade_date >= :month_start AND trade_date < :month_end"

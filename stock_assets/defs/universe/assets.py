@@ -8,11 +8,10 @@ import dagster as dg
 from sqlalchemy import text
 
 from stock_assets.database.resource import PostgresResource
+from stock_assets.defs.metadata import asset_metadata
 from stock_assets.defs.universe.constituents import load_constituents
 from stock_assets.defs.universe.listings import track_listings
 from stock_assets.defs.universe.resources import TickerSelection
-from stock_assets.defs.metadata import asset_metadata
-
 
 _UPSERT = text(
     """

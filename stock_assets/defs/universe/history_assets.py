@@ -12,6 +12,7 @@ import pandas as pd
 from sqlalchemy import text
 
 from stock_assets.database.resource import PostgresResource
+from stock_assets.defs.metadata import asset_metadata
 from stock_assets.defs.universe.history import (
     GICS_CHANGES_FILE,
     MEMBERSHIP_FILE,
@@ -19,7 +20,6 @@ from stock_assets.defs.universe.history import (
     gics_changes,
     membership_intervals,
 )
-from stock_assets.defs.metadata import asset_metadata
 
 
 def _data_version(frame: pd.DataFrame) -> dg.DataVersion:

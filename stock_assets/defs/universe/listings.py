@@ -16,7 +16,6 @@ from sqlalchemy import text
 from stock_assets.database.resource import PostgresResource
 from stock_assets.markets import UnknownExchangeError, exchange_of, major_units
 
-
 _UPSERT = text(
     """
     INSERT INTO market.listings AS l (symbol, exchange, exchange_timezone, calendar, quote_currency,

@@ -7,10 +7,10 @@ import dagster as dg
 from sqlalchemy import text
 
 from stock_assets.database.resource import PostgresResource
-from stock_assets.defs.quotes.resources import QuoteClient
-from stock_assets.defs.quotes.ticker_runs import ticker_run_request
 from stock_assets.defs.jobs import daily_prices_job
 from stock_assets.defs.partitions import FIRST_DAY
+from stock_assets.defs.quotes.resources import QuoteClient
+from stock_assets.defs.quotes.ticker_runs import ticker_run_request
 
 
 def history_backfill(symbols: list[str], first: dt.date, last: dt.date, trigger: str) -> dg.RunRequest:

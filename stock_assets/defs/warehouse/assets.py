@@ -6,12 +6,12 @@ import dagster as dg
 import pandas as pd
 from sqlalchemy import text
 
-from stock_assets.defs.automation import DATABASE_RETRY, follow_upstream
 from stock_assets.database.resource import PostgresResource
-from stock_assets.defs.warehouse.loader import COPY_COLUMNS, load_months
-from stock_assets.landing.io_manager import ALLOW_PARTIAL_INPUT, MISSING_PARTITIONS
+from stock_assets.defs.automation import DATABASE_RETRY, follow_upstream
 from stock_assets.defs.metadata import add_partition_metadata, asset_metadata
 from stock_assets.defs.partitions import month_bounds, monthly_partitions
+from stock_assets.defs.warehouse.loader import COPY_COLUMNS, load_months
+from stock_assets.landing.io_manager import ALLOW_PARTIAL_INPUT, MISSING_PARTITIONS
 from stock_assets.settings import POSTGRES_POOL
 
 

@@ -16,23 +16,23 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from stock_assets.tooling.bench.scratch import scratch_database
-from stock_assets.instance.environment import hold_storage_connections, postgres_storage
 from stock_assets.database.resource import PostgresResource
 from stock_assets.database.urls import libpq_url, with_driver
+from stock_assets.defs.partitions import range_tags, trading_days
 from stock_assets.defs.prices.assets import cleaned_prices
 from stock_assets.defs.quotes.assets import raw_quotes
+from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.sectors.assets import sector_daily_performance, sector_monthly_summary
 from stock_assets.defs.universe.assets import ticker_universe
-from stock_assets.defs.universe.history_assets import index_membership, sector_classification
-from stock_assets.defs.warehouse.assets import monthly_prices
-from stock_assets.yahoo.archive import PriceArchive
-from stock_assets.testing.yahoo_emulator import YahooEmulator
-from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.universe.constituents import load_constituents
+from stock_assets.defs.universe.history_assets import index_membership, sector_classification
 from stock_assets.defs.universe.resources import TickerSelection
+from stock_assets.defs.warehouse.assets import monthly_prices
+from stock_assets.instance.environment import hold_storage_connections, postgres_storage
 from stock_assets.landing.io_manager import LandingIOManager
-from stock_assets.defs.partitions import range_tags, trading_days
+from stock_assets.testing.yahoo_emulator import YahooEmulator
+from stock_assets.tooling.bench.scratch import scratch_database
+from stock_assets.yahoo.archive import PriceArchive
 
 BENCH_DATABASE = "stock_assets_bench_backfill"
 BENCH_DAGSTER_DATABASE = "stock_assets_bench_dagster"

@@ -12,14 +12,14 @@ import numpy as np
 import pandas as pd
 import psycopg
 from psycopg import sql
-from sqlalchemy import create_engine, insert, table, column
+from sqlalchemy import column, create_engine, insert, table
 
-from stock_assets.tooling.bench.scratch import scratch_database
 from stock_assets.database.pgcopy import copy_payloads
 from stock_assets.database.resource import PostgresResource
 from stock_assets.database.schema import ensure_schema
 from stock_assets.database.urls import libpq_url, with_driver
 from stock_assets.defs.warehouse.loader import COPY_COLUMNS, load_month, load_months
+from stock_assets.tooling.bench.scratch import scratch_database
 
 BENCH_DATABASE = "stock_assets_bench"
 CHUNK_ROWS = 50_000  # rows per COPY chunk: memory per load is bounded by this, not by the month

@@ -141,9 +141,9 @@ def _worker(url: str, base_url: str, limiter_kind: str, name: str, rate: float, 
 
         from stock_assets.database.engine import get_engine
         from stock_assets.yahoo.breaker import BreakerPolicy, PostgresBreaker
-        from stock_assets.yahoo.wire import redirected_session
         from stock_assets.yahoo.limiter import PostgresRateLimiter, RateLimit
         from stock_assets.yahoo.transport import Governance, GovernancePolicy, UpstreamError, govern
+        from stock_assets.yahoo.wire import redirected_session
 
         engine = get_engine(url)
         with engine.connect() as conn:  # a pooled connection ready before the clock starts
