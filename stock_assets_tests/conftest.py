@@ -12,7 +12,9 @@ from psycopg import sql
 from stock_assets import settings
 from stock_assets.database.embedded import EmbeddedServer
 from stock_assets.database.resource import PostgresResource
-from stock_assets_tests.support.ui_server import dagster_ui, ui_history  # noqa: F401 - session fixtures of the UI tests
+
+# The UI tests' session fixtures (a running `stock-assets dev`, its history) come as a plugin.
+pytest_plugins = ["stock_assets_tests.support.ui_server"]
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
