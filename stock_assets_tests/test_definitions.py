@@ -101,7 +101,17 @@ def test_dagster_definitions_validate(state_dir, database_url):
         [sys.executable, "-m", "stock_assets.tooling.cli", "validate"], env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Validation successful for code location stock_assets" in result.stderr + result.stdout
+    assert "All definitions loaded successfully" in result.stderr + result.stdout  # `dg check defs`
+
+
+def test_the_pipeline_imports_nothing_fake(state_dir):
+    """Loading the definitions (every asset, sensor and resource) never imports the test and
+    benchmark fakes (the Yahoo emulator)."""
+    probe = ("import sys, stock_assets.definitions; "
+             "print(sorted(m for m in sys.modules if m.startswith(('stock_assets.testing', 'stock_assets_tests'))))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_bad_ticker_in_the_environment_fails_loading_with_a_clear_error(state_dir):
