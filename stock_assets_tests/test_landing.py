@@ -208,3 +208,20 @@ def test_landing_url_selects_the_store(monkeypatch, tmp_path, state_dir):
         open_store("gs://bucket/prefix")
     with pytest.raises(ValueError, match="no S3 resource was configured"):
         open_store("s3://bucket/prefix")
+
+
+def test_day_files_with_string_and_large_string_columns_read_as_one_frame():
+    """Day files written at different times (pandas' str columns become large_string, object
+    columns string) are still read back together, e.g. when a month is loaded."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from stock_assets.landing.io_manager import from_parquet_payloads
+
+    def payload(symbol_type: pa.DataType, symbol: str) -> bytes:
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.table({"symbol": pa.array([symbol], symbol_type), "close": [1.5]}), sink)
+        return sink.getvalue().to_pybytes()
+
+    frame = from_parquet_payloads([payload(pa.string(), "AAPL"), payload(pa.large_string(), "MSFT")])
+    assert frame["symbol"].tolist() == ["AAPL", "MSFT"]

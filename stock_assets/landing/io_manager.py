@@ -185,8 +185,9 @@ def from_parquet_payloads(payloads: list[bytes]) -> pd.DataFrame:
     if not payloads:
         return pd.DataFrame()
     tables = [pq.ParquetFile(pa.BufferReader(payload)).read() for payload in payloads]
-    # Empty days may carry null-typed columns; "default" promotion unifies them with the typed ones.
-    frame = pa.concat_tables(tables, promote_options="default").to_pandas()
+    # Empty days may carry null-typed columns, and files written by pandas' str and object columns
+    # differ in string vs large_string: "permissive" promotion unifies both.
+    frame = pa.concat_tables(tables, promote_options="permissive").to_pandas()
     del tables
     pa.default_memory_pool().release_unused()
     return frame
