@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 import requests
+import yfinance as yf
 
 from stock_assets.defs.quotes.resources import QuoteClient, TickerFetchError
 from stock_assets.yahoo.http_calls import UpstreamCall, Verdict, judge
@@ -43,6 +44,15 @@ def test_a_symbol_missing_from_the_replay_is_not_called_delisted(state_dir):
     assert "delisted" not in message
     assert message.startswith("ABT: not in the bundled replay archive")
     assert "STOCK_ASSETS_QUOTE_SOURCE=yahoo" in message
+
+
+def test_a_symbol_missing_from_the_replay_is_not_called_delisted_when_its_time_zone_is_cached(state_dir):
+    """With the time zone in yfinance's cache, yfinance asks the chart directly and gets its 404
+    ("No data found, symbol may be delisted"): still named as missing from the replay."""
+    yf.cache.get_tz_cache().store("ABT", "America/New_York")
+    with pytest.raises(TickerFetchError) as raised:
+        QuoteClient(source="replay").daily_bars("ABT", dt.date(2020, 1, 2), dt.date(2020, 1, 31))
+    assert str(raised.value).startswith("ABT: not in the bundled replay archive")
 
 
 def test_the_cli_shows_the_live_source_hint_under_dagsters_wrappers():

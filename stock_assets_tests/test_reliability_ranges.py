@@ -29,8 +29,8 @@ def _demo(tmp_path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize(("args", "reason"), [
     (["--start", "2020-01-20", "--end", "2020-01-10"], "--end 2020-01-10 is before --start 2020-01-20"),
-    (["--start", "2030-01-01"], "--start 2030-01-01 is after the bundled replay's last day (2020-10-27)"),
-    (["--end", "2021-03-01"], "--end 2021-03-01 is after the bundled replay's last day (2020-10-27)"),
+    (["--start", "2030-01-01"], "--start 2030-01-01 is after the replay archive's last day (2020-10-27)"),
+    (["--end", "2021-03-01"], "--end 2021-03-01 is after the replay archive's last day (2020-10-27)"),
     (["--start", "2015-06-01", "--end", "2015-07-01"], "--start 2015-06-01 is before the first partition"),
 ])
 def test_demo_refuses_an_impossible_range_before_the_database_starts(tmp_path, args, reason):

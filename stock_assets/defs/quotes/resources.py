@@ -313,6 +313,8 @@ class QuoteClient(dg.ConfigurableResource):
                 raise self._governed_failure(symbol, err) from err
             except YFPricesMissingError as err:
                 self._raise_governed(symbol, governed)
+                if err.yahoo_reason and "No data found" in err.yahoo_reason:  # the chart's 404 for a symbol
+                    raise TickerFetchError(self._unknown_symbol(symbol, f"Yahoo says {err.yahoo_reason!r}")) from err
                 if err.yahoo_reason:
                     raise TickerFetchError(f"{symbol}: Yahoo says {err.yahoo_reason!r}") from err
                 raise no_bars from err
