@@ -41,6 +41,23 @@ DEFAULT_ROWS_PER_BATCH = 250_000
 DATE_COLUMN = "trade_date"
 
 
+_STAGE = [""]
+
+
+@contextlib.contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Name what the step is doing (fetch, land, clean, ...), for memory profiles (bench backfill)."""
+    previous, _STAGE[0] = _STAGE[0], name
+    try:
+        yield
+    finally:
+        _STAGE[0] = previous
+
+
+def current_stage() -> str:
+    return _STAGE[0]
+
+
 def _positive_env(name: str) -> int | None:
     raw = os.environ.get(name, "").strip()
     if not raw:

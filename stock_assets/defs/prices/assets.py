@@ -25,7 +25,7 @@ from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.defs.quotes.resources import empty_raw_frame
 from stock_assets.landing.io_manager import DATE_COLUMN, LAZY_INPUT, LandedDays, LandedRange, LandingIOManager
 from stock_assets.landing.streaming import (
-    Spool, day_payloads, day_strings, month_chunks, spool, tickers_per_batch, to_table,
+    Spool, day_payloads, day_strings, month_chunks, spool, stage, tickers_per_batch, to_table,
 )
 from stock_assets.markets import exchange_of, sessions_by_symbol
 from stock_assets.defs.metadata import (
@@ -136,37 +136,40 @@ def cleaned_prices(
         #    series stays in one batch: the day-over-day rules compare it with its previous bar).
         batch_of: dict[str, int] = {}
         size = tickers_per_batch(len(sessions))
-        for number, (days, table) in enumerate(raw_quotes.months()):
-            if table is None:
-                continue
-            run.add_raw(table, days)
-            _spool_by_ticker(raw_pieces, number, table, batch_of, size)
-            del table
+        with stage("cleaned_prices: read raw"):
+            for number, (days, table) in enumerate(raw_quotes.months()):
+                if table is None:
+                    continue
+                run.add_raw(table, days)
+                _spool_by_ticker(raw_pieces, number, table, batch_of, size)
+                del table
         # 2. Clean one ticker batch at a time; rejections are written as each batch is judged.
-        for batch in raw_pieces.batches():
-            raw = _as_raw_frame(raw_pieces.batch(batch))
-            symbols = set(raw["symbol"].dropna())
-            earlier = history[history["symbol"].isin(symbols)] if history is not None else None
-            result = clean_quotes(raw, history=earlier, confirmed_moves=moves)
-            _insert_rejections(database, result)
-            run.listings += upsert_listings(database, raw)
-            run.add_cleaned(result)
-            clean_pieces.put_by_chunk(batch, to_table(result.clean), chunks)
-            del raw, result
+        with stage("cleaned_prices: clean"):
+            for batch in raw_pieces.batches():
+                raw = _as_raw_frame(raw_pieces.batch(batch))
+                symbols = set(raw["symbol"].dropna())
+                earlier = history[history["symbol"].isin(symbols)] if history is not None else None
+                result = clean_quotes(raw, history=earlier, confirmed_moves=moves)
+                _insert_rejections(database, result)
+                run.listings += upsert_listings(database, raw)
+                run.add_cleaned(result)
+                clean_pieces.put_by_chunk(batch, to_table(result.clean), chunks)
+                del raw, result
         # 3. The per-day files and the checks, a month (every ticker) at a time.
         empty = _empty_clean_schema()
         counted_by_day = run.counted_by_day
-        for number, days in enumerate(chunks):
-            table = clean_pieces.chunk(number)
-            landing_io_manager.write_days(context.asset_key.path, day_payloads(table, days, empty))
-            clean = _as_raw_frame(table) if table is not None else _empty_clean_frame()
-            del table
-            run.add_clean(clean, days)
-            outcomes += evaluate_checks(clean, run.raw_by_day, counted_by_day, tracked, days, any_session,
-                                        sessions_by_symbol=own_sessions,
-                                        closed_note="NYSE closed" if us_only else "no tracked listing's exchange open",
-                                        rejected_reasons=run.reasons_by_day).outcomes
-            del clean
+        with stage("cleaned_prices: land + checks"):
+            for number, days in enumerate(chunks):
+                table = clean_pieces.chunk(number)
+                landing_io_manager.write_days(context.asset_key.path, day_payloads(table, days, empty))
+                clean = _as_raw_frame(table) if table is not None else _empty_clean_frame()
+                del table
+                run.add_clean(clean, days)
+                outcomes += evaluate_checks(clean, run.raw_by_day, counted_by_day, tracked, days, any_session,
+                                            sessions_by_symbol=own_sessions,
+                                            closed_note="NYSE closed" if us_only else "no tracked listing's exchange open",
+                                            rejected_reasons=run.reasons_by_day).outcomes
+                del clean
     context.log.info("cleaned_prices: %d raw rows in %d ticker batch(es) of up to %d, %d clean, %d rejected",
                      run.raw_rows, len(raw_pieces.batches()) if raw_pieces.pieces else 0, size, run.clean_rows,
                      run.rejected_rows)

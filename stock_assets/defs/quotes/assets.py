@@ -13,7 +13,7 @@ from stock_assets.defs.quotes.resources import FetchReport, QuoteClient, QuoteSo
 from stock_assets.defs.universe.constituents import resolve_tickers, validate_listing
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.landing.io_manager import REPLACES_SYMBOLS, LandedDays, LandingIOManager
-from stock_assets.landing.streaming import day_payloads, month_chunks, spool, ticker_batches, to_table
+from stock_assets.landing.streaming import day_payloads, month_chunks, spool, stage, ticker_batches, to_table
 from stock_assets.defs.metadata import add_partition_metadata, asset_metadata, distinct_by_day, rows_by_day
 from stock_assets.markets import sessions_by_symbol
 from stock_assets.defs.partitions import is_trading_day, trading_day_partitions, window_dates
@@ -166,7 +166,7 @@ def _fetch_in_batches(context, config, quotes: QuoteClient, symbols, sessions, o
     report = FetchReport()
     figures = DayFigures(keys)
     dividends = splits = 0
-    with spool("raw_quotes") as pieces:
+    with spool("raw_quotes") as pieces, stage("raw_quotes: fetch"):
         for number, batch in enumerate(batches):
             frame, _ = _fetch(quotes, batch, sessions, context.log, config.refresh_cache, report)
             frame = _own_bars(frame, batch, own_sessions)
@@ -177,8 +177,9 @@ def _fetch_in_batches(context, config, quotes: QuoteClient, symbols, sessions, o
             del frame
         _all_failed(quotes, report, symbols, sessions)
         empty = to_table(empty_raw_frame()).schema
-        for number, days in enumerate(chunks):
-            landing.write_days(context.asset_key.path, day_payloads(pieces.chunk(number), days, empty))
+        with stage("raw_quotes: land"):
+            for number, days in enumerate(chunks):
+                landing.write_days(context.asset_key.path, day_payloads(pieces.chunk(number), days, empty))
     context.log.info("raw_quotes: %d tickers in %d batch(es), %d rows, %d day files",
                      len(symbols), len(batches), figures.rows, len(keys))
     figures.record(context, sessions)

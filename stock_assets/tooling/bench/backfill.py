@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 
+from stock_assets.tooling.bench.memory import PhaseMemory
 from stock_assets.tooling.bench.scratch import scratch_database
 from stock_assets.instance.environment import hold_storage_connections, postgres_storage
 from stock_assets.database.resource import PostgresResource
@@ -106,6 +107,7 @@ def _run_backfill(url, dagster_url, workdir, upstream_url, symbols, synthetic, d
     batches = [months[i:i + 12] for i in range(0, len(months), 12)]
     phases: dict[str, float] = {}
     runs = 0
+    memory = PhaseMemory()
     began = time.perf_counter()
     # Dagster's own storage in PostgreSQL, as dagster.yaml configures it: every partition costs
     # Dagster a few events, and their storage is part of what a backfill costs.
@@ -119,16 +121,22 @@ def _run_backfill(url, dagster_url, workdir, upstream_url, symbols, synthetic, d
             assert result.success
             return result
 
-        materialize(["ticker_universe", "index_membership", "sector_classification"])
+        with memory.phase("universe"):
+            materialize(["ticker_universe", "index_membership", "sector_classification"])
         phase = time.perf_counter()
-        materialize(["raw_quotes", "cleaned_prices"], range_tags(first.replace(day=1), months[-1].end_time.date()))
+        # The daily assets in one run (one single-run backfill), as the UI launches it; the memory
+        # profile tells its steps apart (fetch + land, then clean + land).
+        with memory.phase("daily_run"):
+            materialize(["raw_quotes", "cleaned_prices"], range_tags(first.replace(day=1), months[-1].end_time.date()))
         phases["daily_run_s"] = time.perf_counter() - phase
         phase = time.perf_counter()
-        for batch in batches:
-            materialize(["monthly_prices", "sector_daily_performance", "sector_monthly_summary"],
-                        range_tags(batch[0].start_time.date(), batch[-1].start_time.date()))
+        with memory.phase("monthly_runs (load + sectors)"):
+            for batch in batches:
+                materialize(["monthly_prices", "sector_daily_performance", "sector_monthly_summary"],
+                            range_tags(batch[0].start_time.date(), batch[-1].start_time.date()))
         phases["monthly_runs_s"] = time.perf_counter() - phase
     wall = time.perf_counter() - began
+    memory.stop()
     with psycopg.connect(libpq_url(url)) as conn:
         rows = conn.execute("SELECT count(*) FROM market.prices").fetchone()[0]
     return {
@@ -143,6 +151,8 @@ def _run_backfill(url, dagster_url, workdir, upstream_url, symbols, synthetic, d
         "months": len(months),
         **{name: round(value, 2) for name, value in phases.items()},
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_by_phase_mb": memory.peaks(),
+        "rss_at_start_mb": memory.start_mb,
     }
 
 
