@@ -82,8 +82,11 @@ class LandedRange:
             tables = [table for table in tables if table.num_rows]
             yield days, (pa.concat_tables(tables, promote_options="permissive") if tables else None)
 
-    def frame(self) -> pd.DataFrame:
-        payloads = self.store.read_many(self.asset_path, self.present)
+    def frame(self, days: Sequence[str] | None = None) -> pd.DataFrame:
+        """The stored rows of `days` (default: the whole range) as one frame."""
+        present = set(self.present)
+        wanted = [key for key in (self.keys if days is None else days) if key in present]
+        payloads = self.store.read_many(self.asset_path, wanted)
         return _as_frame(from_parquet_payloads([p for p in payloads.values() if p is not None]))
 
 
