@@ -26,6 +26,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -42,15 +43,19 @@ DATE_COLUMN = "trade_date"
 
 
 _STAGE = [""]
+# Seconds spent in each stage by this process, for `stock-assets bench backfill`.
+STAGE_SECONDS: dict[str, float] = {}
 
 
 @contextlib.contextmanager
 def stage(name: str) -> Iterator[None]:
-    """Name what the step is doing (fetch, land, clean, ...), for memory profiles (bench backfill)."""
+    """Name what the step is doing (fetch, land, clean, ...), for profiles (bench backfill)."""
     previous, _STAGE[0] = _STAGE[0], name
+    began = time.perf_counter()
     try:
         yield
     finally:
+        STAGE_SECONDS[name] = STAGE_SECONDS.get(name, 0.0) + time.perf_counter() - began
         _STAGE[0] = previous
 
 

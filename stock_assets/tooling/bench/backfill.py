@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 
+from stock_assets.landing.streaming import STAGE_SECONDS
 from stock_assets.tooling.bench.memory import PhaseMemory
 from stock_assets.tooling.bench.scratch import scratch_database
 from stock_assets.instance.environment import hold_storage_connections, postgres_storage
@@ -152,6 +153,7 @@ def _run_backfill(url, dagster_url, workdir, upstream_url, symbols, synthetic, d
         **{name: round(value, 2) for name, value in phases.items()},
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "peak_rss_by_phase_mb": memory.peaks(),
+        "seconds_by_stage": {name: round(value, 2) for name, value in STAGE_SECONDS.items()},
         "rss_at_start_mb": memory.start_mb,
     }
 
