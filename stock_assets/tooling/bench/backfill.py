@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import multiprocessing
+import os
 import resource
 import tempfile
 import time
@@ -12,12 +13,14 @@ import uuid
 from pathlib import Path
 
 import dagster as dg
+import exchange_calendars
 import numpy as np
 import pandas as pd
 import psycopg
 
 from stock_assets.landing.streaming import STAGE_SECONDS
 from stock_assets.tooling.bench.memory import PhaseMemory
+from stock_assets import settings
 from stock_assets.tooling.bench.scratch import scratch_database
 from stock_assets.instance.environment import hold_storage_connections, postgres_storage
 from stock_assets.database.resource import PostgresResource
@@ -34,13 +37,15 @@ from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.universe.constituents import load_constituents
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.landing.io_manager import LandingIOManager
-from stock_assets.defs.partitions import range_tags, trading_days
+from stock_assets.defs.partitions import range_tags
 
 BENCH_DATABASE = "stock_assets_bench_backfill"
 BENCH_DAGSTER_DATABASE = "stock_assets_bench_dagster"
 DAGSTER_DATABASE_SETTINGS = {"synchronous_commit": "off"}
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-SYNTHETIC_START = pd.Timestamp("2016-01-04")
+# A synthetic history ends here and reaches back as many NYSE sessions as asked (5,040 sessions,
+# 20 years, start in 2006): within the calendar's reach, and never in the future.
+SYNTHETIC_END = dt.date(2025, 12, 31)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +57,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict:
     from stock_assets.instance.environment import prepare_environment
 
+    # The partitions start at STOCK_ASSETS_FIRST_DAY (read when the definitions are imported): a
+    # history older than it is benchmarked in a pipeline process started with an earlier one.
+    first = _history_start(args.tickers, args.days)
+    if first < dt.date.fromisoformat(settings.first_day()):
+        os.environ[settings.FIRST_DAY_ENV] = first.isoformat()
     server = prepare_environment()["STOCK_ASSETS_DATABASE_URL"]
     with scratch_database(server, BENCH_DATABASE) as url, scratch_database(
             server, BENCH_DAGSTER_DATABASE, DAGSTER_DATABASE_SETTINGS) as dagster_url, tempfile.TemporaryDirectory(prefix="bench-") as workdir:
@@ -68,8 +78,18 @@ def _backfill(url: str, dagster_url: str, workdir: Path, tickers: int, days: int
     upstream.start()
     try:
         upstream_url, symbols, synthetic, first, last = ours.recv()
-        figures = _run_backfill(url, dagster_url, workdir, upstream_url, symbols, synthetic, days,
-                                dt.date.fromisoformat(first), dt.date.fromisoformat(last))
+        # The pipeline in a process of its own too: its peak memory is the pipeline's alone, and
+        # its definitions see the first day set above.
+        pipeline_end, here = context.Pipe()
+        pipeline = context.Process(target=_pipeline_process, args=(here, url, dagster_url, workdir, upstream_url,
+                                                                   symbols, synthetic, days, first, last))
+        pipeline.start()
+        try:
+            figures = pipeline_end.recv()
+        finally:
+            pipeline.join(timeout=60)
+        if isinstance(figures, BaseException):
+            raise figures
         ours.send("stop")
         figures.update(ours.recv())
         return figures
@@ -77,6 +97,31 @@ def _backfill(url: str, dagster_url: str, workdir: Path, tickers: int, days: int
         upstream.join(timeout=30)
         if upstream.is_alive():
             upstream.kill()
+
+
+def _pipeline_process(conn, url, dagster_url, workdir, upstream_url, symbols, synthetic, days, first, last) -> None:
+    try:
+        conn.send(_run_backfill(url, dagster_url, workdir, upstream_url, symbols, synthetic, days,
+                                dt.date.fromisoformat(first), dt.date.fromisoformat(last)))
+    except BaseException as err:  # reported to the parent, which raises it
+        conn.send(RuntimeError(f"{type(err).__name__}: {err}"))
+        raise
+
+
+def _history_start(tickers: int, days: int) -> dt.date:
+    if tickers <= len(PriceArchive.bundled().symbols) and days <= 1214:
+        return PriceArchive.bundled().first_date
+    return _synthetic_sessions(days)[0]
+
+
+def _synthetic_sessions(days: int) -> list[dt.date]:
+    """The last `days` NYSE sessions up to SYNTHETIC_END."""
+    calendar = exchange_calendars.get_calendar("XNYS", start="1990-01-01")
+    begin = SYNTHETIC_END - dt.timedelta(days=days * 3 // 2 + 60)
+    sessions = calendar.sessions_in_range(pd.Timestamp(begin), pd.Timestamp(SYNTHETIC_END))
+    if len(sessions) < days:
+        raise ValueError(f"--days {days}: the NYSE calendar has only {len(sessions)} sessions to offer")
+    return [session.date() for session in sessions[-days:]]
 
 
 def _serve_upstream(conn, tickers: int, days: int) -> None:
@@ -166,7 +211,7 @@ def _archive(tickers: int, days: int) -> tuple[PriceArchive, list[str], bool]:
         return bundled, symbols, False
     symbols = list(load_constituents()["symbol"][:tickers])
     # ~7/5 calendar days per session, plus holidays: enough sessions, within the NYSE calendar's reach.
-    sessions = trading_days(SYNTHETIC_START.date(), (SYNTHETIC_START + pd.Timedelta(days=days * 3 // 2 + 30)).date())[:days]
+    sessions = _synthetic_sessions(days)
     rng = np.random.default_rng(7)
     shape = (len(sessions), len(symbols))
     close = (20 + rng.random(len(symbols)) * 300) * np.exp(np.cumsum(rng.normal(0.0003, 0.02, shape), axis=0))
