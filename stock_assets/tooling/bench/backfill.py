@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import multiprocessing
 import os
+import string
 import resource
 import tempfile
 import time
@@ -34,7 +35,7 @@ from stock_assets.defs.warehouse.assets import monthly_prices
 from stock_assets.yahoo.archive import PriceArchive
 from stock_assets.testing.yahoo_emulator import YahooEmulator
 from stock_assets.defs.quotes.resources import QuoteClient
-from stock_assets.defs.universe.constituents import load_constituents
+from stock_assets.defs.universe.constituents import load_constituents, validate_listing
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.landing.io_manager import LandingIOManager
 from stock_assets.defs.partitions import range_tags
@@ -112,6 +113,16 @@ def _history_start(tickers: int, days: int) -> dt.date:
     if tickers <= len(PriceArchive.bundled().symbols) and days <= 1214:
         return PriceArchive.bundled().first_date
     return _synthetic_sessions(days)[0]
+
+
+def _synthetic_symbols(tickers: int) -> list[str]:
+    """The S&P 500 symbols, then made-up US symbols (ZQAAA, ZQAAB, ...) for a bigger market."""
+    real = list(load_constituents()["symbol"][:tickers])
+    taken = set(real)
+    made_up = (f"ZQ{a}{b}{c}" for a in string.ascii_uppercase for b in string.ascii_uppercase
+               for c in string.ascii_uppercase)
+    extra = [symbol for symbol in made_up if symbol not in taken][:tickers - len(real)]
+    return real + [validate_listing(symbol) for symbol in extra]
 
 
 def _synthetic_sessions(days: int) -> list[dt.date]:
@@ -209,7 +220,7 @@ def _archive(tickers: int, days: int) -> tuple[PriceArchive, list[str], bool]:
     if tickers <= len(bundled.symbols) and days <= 1214:
         symbols = list(bundled.symbols[:tickers])
         return bundled, symbols, False
-    symbols = list(load_constituents()["symbol"][:tickers])
+    symbols = _synthetic_symbols(tickers)
     # ~7/5 calendar days per session, plus holidays: enough sessions, within the NYSE calendar's reach.
     sessions = _synthetic_sessions(days)
     rng = np.random.default_rng(7)
