@@ -85,6 +85,7 @@ def _backfill(url: str, dagster_url: str, workdir: Path, tickers: int, days: int
         pipeline = context.Process(target=_pipeline_process, args=(here, url, dagster_url, workdir, upstream_url,
                                                                    symbols, synthetic, days, first, last))
         pipeline.start()
+        here.close()  # the child holds the other end: if it dies, recv() raises EOFError instead of waiting
         try:
             figures = pipeline_end.recv()
         finally:
