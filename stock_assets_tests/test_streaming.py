@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -166,3 +167,18 @@ def test_a_row_outside_the_run_is_refused(tmp_path):
     frame = pd.DataFrame({"symbol": ["AAPL"], "trade_date": [pd.Timestamp("2020-05-01").date()]})
     with pytest.raises(ValueError, match="outside the partitions"):
         Spool(tmp_path).put_by_chunk(0, streaming.to_table(frame), [["2020-04-30"]])
+
+
+def test_a_killed_steps_spool_is_removed_by_the_next_one(state_dir):
+    parent = state_dir / "spool"
+    parent.mkdir(exist_ok=True)
+    stale, fresh = parent / "raw_quotes-killed", parent / "raw_quotes-running"
+    for folder in (stale, fresh):
+        folder.mkdir()
+        (folder / "b000000-c000000.arrow").write_bytes(b"x")
+    old = os.stat(stale).st_mtime - streaming.STALE_SPOOL_S - 60
+    os.utime(stale, (old, old))
+    with streaming.spool("cleaned_prices") as pieces:
+        assert pieces.root.parent == parent and pieces.root.is_dir()
+        assert not stale.exists() and fresh.exists()
+    assert not pieces.root.exists()

@@ -181,18 +181,38 @@ class Spool:
         return self._gather([key for key in self.pieces if key[1] == chunk])
 
 
+# A spool folder this old belongs to a step that was killed (no step streams for a day): removed.
+STALE_SPOOL_S = 24 * 3600
+
+
 @contextlib.contextmanager
 def spool(name: str) -> Iterator[Spool]:
-    """A spool in a fresh temporary folder on local disk, removed afterwards."""
+    """A spool in a fresh temporary folder on local disk, removed afterwards (and the stale
+    folders of killed steps with it)."""
     from stock_assets import settings
 
     parent = settings.state_dir() / "spool"
     parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_spools(parent)
     root = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
     try:
         yield Spool(root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def remove_stale_spools(parent: Path, older_than_s: float = STALE_SPOOL_S) -> list[Path]:
+    """Remove spool folders under `parent` untouched for `older_than_s`; returns them."""
+    cutoff = time.time() - older_than_s
+    removed = []
+    for folder in parent.iterdir():
+        try:
+            if folder.is_dir() and folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        except FileNotFoundError:  # removed by another step meanwhile
+            continue
+    return removed
 
 
 def day_payloads(table: pa.Table | None, keys: Sequence[str], empty: pa.Schema) -> dict[str, bytes]:
