@@ -28,3 +28,10 @@ def test_bench_backfill_prints_one_json_object(database_url, state_dir):
     assert figures["runs"] == 2 + -(-figures["months"] // 12)
     for key in ("wall_s", "rows_per_s", "daily_run_s", "monthly_runs_s", "peak_rss_mb"):
         assert figures[key] > 0, key
+    # A memory profile by phase, the daily run's by stage (fetch, land, clean, ...): every peak a
+    # real figure within the process's overall peak.
+    profile = figures["peak_rss_by_phase_mb"]
+    for phase in ("universe", "daily_run / raw_quotes: fetch", "daily_run / raw_quotes: land",
+                  "daily_run / cleaned_prices: clean", "daily_run / cleaned_prices: land + checks",
+                  "monthly_runs (load + sectors)"):
+        assert 0 < profile[phase] <= figures["peak_rss_mb"] + 1, phase

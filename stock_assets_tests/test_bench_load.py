@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -26,3 +27,8 @@ def test_bench_load_prints_one_json_object(database_url, state_dir):
         assert figures["rows_per_s"][key] > 0
     assert figures["project_vs_copy"] == round(figures["project"] / figures["copy_limit"], 3)
     assert figures["peak_rss_mb"] > 0
+    # The Arrow-native encoder is compared when installed (pgpq, optional); its COPY stored every row.
+    if importlib.util.find_spec("pgpq") is not None:
+        assert figures["rows_per_s"]["pgpq_copy"] > 0
+    else:
+        assert "pgpq_copy" not in figures["rows_per_s"]

@@ -21,7 +21,13 @@ from stock_assets.defs.partitions import trading_day_partitions, trading_days
 from stock_assets.defs.quotes.assets import raw_quotes
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.universe.resources import TickerSelection
-from stock_assets.landing.io_manager import LandingIOManager, MissingLandingPartitions
+from stock_assets.landing.io_manager import (
+    ALLOW_PARTIAL_INPUT,
+    LAZY_INPUT,
+    LandedRange,
+    LandingIOManager,
+    MissingLandingPartitions,
+)
 from stock_assets.landing.stores import LocalLandingStore, S3LandingStore, local_root, open_store
 from stock_assets_tests.support.aws_emulator import emulated_aws
 
@@ -210,6 +216,29 @@ def test_landing_url_selects_the_store(monkeypatch, tmp_path, state_dir):
         open_store("s3://bucket/prefix")
 
 
+def _lazy_input(first: str, last: str, partial: bool = False) -> dg.InputContext:
+    metadata = {LAZY_INPUT: True, **({ALLOW_PARTIAL_INPUT: True} if partial else {})}
+    return dg.build_input_context(asset_key="raw_quotes", asset_partitions_def=trading_day_partitions,
+                                  asset_partition_key_range=dg.PartitionKeyRange(first, last),
+                                  definition_metadata=metadata)
+
+
+def test_a_lazy_input_reads_a_month_at_a_time_and_knows_what_is_missing(landing, march_quotes):
+    landing.handle_output(_output(*MARCH), march_quotes)
+    handle = landing.load_input(_lazy_input("2020-02-25", "2020-03-31", partial=True))
+    assert isinstance(handle, LandedRange)
+    # February's days were never written (found without reading them); March's all exist.
+    assert handle.missing == tuple(f"2020-02-{day}" for day in range(25, 30))
+    months = list(handle.months())
+    assert [days[0] for days, _ in months] == ["2020-02-25", "2020-03-01"]
+    assert months[0][1] is None  # nothing stored in February
+    march = months[1][1].to_pandas()
+    march["trade_date"] = pd.to_datetime(march["trade_date"]).dt.date
+    pd.testing.assert_frame_equal(_sorted(march), _sorted(march_quotes))
+    pd.testing.assert_frame_equal(_sorted(handle.frame()), _sorted(march_quotes))
+    # Without leave for a partial range, a lazy input fails like an eager one.
+    with pytest.raises(MissingLandingPartitions, match="for 5 of 36 partitions"):
+        landing.load_input(_lazy_input("2020-02-25", "2020-03-31"))
 def test_day_files_with_string_and_large_string_columns_read_as_one_frame():
     """Day files written at different times (pandas' str columns become large_string, object
     columns string) are still read back together, e.g. when a month is loaded."""

@@ -15,6 +15,8 @@ Parquet bytes, so the behaviour described above is identical on either.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -37,6 +39,55 @@ REPLACES_SYMBOLS = "landing_replaces_symbols"
 
 ALLOW_PARTIAL_INPUT = "stock_assets/allow_partial_input"
 MISSING_PARTITIONS = "missing_partitions"
+# An input declared with metadata {LAZY_INPUT: True} receives a `LandedRange` (the stored days,
+# read a month at a time) instead of one frame of the whole range.
+LAZY_INPUT = "stock_assets/lazy_input"
+
+
+@dataclass(frozen=True)
+class LandedDays:
+    """An asset's output whose per-day files the asset already wrote (`LandingIOManager.write_days`),
+    batch by batch: the IO manager stores nothing more and never holds the range in memory."""
+
+    files: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class LandedRange:
+    """The stored days of an input range, read on demand: `months()` yields one calendar month
+    at a time, `frame()` the whole range at once (for small ranges)."""
+
+    store: LandingStore
+    asset_path: tuple[str, ...]
+    keys: tuple[str, ...]
+    missing: tuple[str, ...] = ()
+
+    @property
+    def present(self) -> list[str]:
+        missing = set(self.missing)
+        return [key for key in self.keys if key not in missing]
+
+    def months(self) -> Iterator[tuple[list[str], pa.Table | None]]:
+        """(the month's partition keys, its stored rows as one Arrow table or None when it has none)."""
+        from stock_assets.landing.streaming import month_chunks
+
+        present = set(self.present)
+        for days in month_chunks(self.keys):
+            stored = [key for key in days if key in present]
+            payloads = self.store.read_many(self.asset_path, stored)
+            tables = [pq.ParquetFile(pa.BufferReader(payloads[key])).read() for key in stored
+                      if payloads[key] is not None]
+            del payloads
+            tables = [table for table in tables if table.num_rows]
+            yield days, (pa.concat_tables(tables, promote_options="permissive") if tables else None)
+
+    def frame(self, days: Sequence[str] | None = None) -> pd.DataFrame:
+        """The stored rows of `days` (default: the whole range) as one frame."""
+        present = set(self.present)
+        wanted = [key for key in (self.keys if days is None else days) if key in present]
+        payloads = self.store.read_many(self.asset_path, wanted)
+        return _as_frame(from_parquet_payloads([p for p in payloads.values() if p is not None]))
 
 
 class MissingLandingPartitions(dg.Failure):
@@ -94,11 +145,21 @@ class LandingIOManager(dg.ConfigurableIOManager):
             raise TypeError(f"The landing zone is not a local folder: {store.location}")
         return store.path_for(asset_key.path, partition_key)
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+    def write_days(self, asset_path: Sequence[str], payloads: Mapping[str, bytes]) -> None:
+        """Store per-day Parquet payloads an asset made itself (see `LandedDays`)."""
+        self.store().write_many(list(asset_path), payloads)
+
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | LandedDays) -> None:
         if not context.has_asset_partitions:
             raise dg.DagsterInvariantViolationError("LandingIOManager stores daily-partitioned assets only")
         keys = context.asset_partition_keys
         store = self.store()
+        if isinstance(obj, LandedDays):
+            if obj.files != len(keys):
+                raise dg.DagsterInvariantViolationError(
+                    f"{context.asset_key.to_user_string()} wrote {obj.files} day files for {len(keys)} partitions")
+            context.add_output_metadata({"landing_files": len(keys), "landing_root": store.location})
+            return
         replaced = obj.attrs.get(REPLACES_SYMBOLS)
         if replaced is not None:  # even an empty list: replace nobody's rows, never the whole day
             by_day = {str(day): rows for day, rows in obj.groupby(obj[DATE_COLUMN].astype(str), sort=False)}
@@ -110,10 +171,17 @@ class LandingIOManager(dg.ConfigurableIOManager):
         store.write_many(context.asset_key.path, payloads)
         context.add_output_metadata({"landing_files": len(keys), "landing_root": store.location})
 
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame | LandedRange:
         keys = context.asset_partition_keys
-        payloads = self.store().read_many(context.asset_key.path, keys)
-        missing = [key for key in keys if payloads[key] is None]
+        store = self.store()
+        lazy = bool((context.definition_metadata or {}).get(LAZY_INPUT))
+        if lazy:
+            exists = store.exists_many(context.asset_key.path, keys)
+            missing = [key for key in keys if not exists[key]]
+            payloads = {}
+        else:
+            payloads = store.read_many(context.asset_key.path, keys)
+            missing = [key for key in keys if payloads[key] is None]
         # An input declared with metadata {ALLOW_PARTIAL_INPUT: True} loads the partitions that exist
         # (their keys missing listed in frame.attrs[MISSING_PARTITIONS]); it fails only when none does.
         partial = bool((context.definition_metadata or {}).get(ALLOW_PARTIAL_INPUT)) and len(missing) < len(keys)
@@ -123,11 +191,17 @@ class LandingIOManager(dg.ConfigurableIOManager):
                 f"{context.asset_key.to_user_string()} has no materialization for {len(missing)} of "
                 f"{len(keys)} partitions needed here: {shown}. Materialize them first."
             )
-        frame = from_parquet_payloads([payloads[key] for key in keys if payloads[key] is not None])
-        if DATE_COLUMN in frame:
-            frame[DATE_COLUMN] = pd.to_datetime(frame[DATE_COLUMN]).dt.date
+        if lazy:
+            return LandedRange(store, tuple(context.asset_key.path), tuple(keys), tuple(missing))
+        frame = _as_frame(from_parquet_payloads([payloads[key] for key in keys if payloads[key] is not None]))
         frame.attrs[MISSING_PARTITIONS] = missing
         return frame
+
+
+def _as_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    if DATE_COLUMN in frame:
+        frame[DATE_COLUMN] = pd.to_datetime(frame[DATE_COLUMN]).dt.date
+    return frame
 
 
 def _merge(store: LandingStore, asset_path, keys: list[str], by_day: dict[str, pd.DataFrame], replaced: set[str],

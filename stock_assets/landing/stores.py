@@ -56,6 +56,10 @@ class LandingStore(abc.ABC):
     def read_many(self, asset_path: Sequence[str], partition_keys: Sequence[str]) -> dict[str, bytes | None]:
         return {key: self.read(asset_path, key) for key in partition_keys}
 
+    def exists_many(self, asset_path: Sequence[str], partition_keys: Sequence[str]) -> dict[str, bool]:
+        """Whether each partition's object exists (without reading it where the store can)."""
+        return {key: self.read(asset_path, key) is not None for key in partition_keys}
+
 
 class LocalLandingStore(LandingStore):
     def __init__(self, root: Path):
@@ -86,6 +90,9 @@ class LocalLandingStore(LandingStore):
             return self.path_for(asset_path, partition_key).read_bytes()
         except FileNotFoundError:
             return None
+
+    def exists_many(self, asset_path: Sequence[str], partition_keys: Sequence[str]) -> dict[str, bool]:
+        return {key: self.path_for(asset_path, key).is_file() for key in partition_keys}
 
 
 class S3LandingStore(LandingStore):
@@ -122,6 +129,19 @@ class S3LandingStore(LandingStore):
             return None
         with response["Body"] as body:
             return body.read()
+
+    def exists(self, asset_path: Sequence[str], partition_key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.key_for(asset_path, partition_key))
+        except self.client.exceptions.ClientError as err:
+            if str(err.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def exists_many(self, asset_path: Sequence[str], partition_keys: Sequence[str]) -> dict[str, bool]:
+        found = _in_threads(lambda key: self.exists(asset_path, key), partition_keys)
+        return dict(zip(partition_keys, found))
 
     def write_many(self, asset_path: Sequence[str], payloads: Mapping[str, bytes]) -> None:
         _in_threads(lambda item: self.write(asset_path, *item), payloads.items())

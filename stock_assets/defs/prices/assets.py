@@ -1,6 +1,7 @@
 """Cleaned prices: validated, de-duplicated, OHLC-consistent daily bars, with checks on the result."""
 
 import datetime as dt
+import functools
 import io
 import warnings
 from collections import Counter
@@ -9,7 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import text
 
 from stock_assets.database.resource import PostgresResource
@@ -23,10 +27,22 @@ from stock_assets.defs.metadata import (
     share,
 )
 from stock_assets.defs.partitions import trading_day_partitions, trading_days, window_dates
+from stock_assets.defs.prices import cleaning
 from stock_assets.defs.prices.cleaning import REJECTED_COLUMNS, CleaningResult, clean_quotes
+from stock_assets.defs.quotes.resources import empty_raw_frame
 from stock_assets.defs.universe.listings import upsert_listings
 from stock_assets.defs.universe.resources import TickerSelection
-from stock_assets.landing.io_manager import DATE_COLUMN, LandingIOManager
+from stock_assets.landing.io_manager import DATE_COLUMN, LAZY_INPUT, LandedDays, LandedRange, LandingIOManager
+from stock_assets.landing.streaming import (
+    Spool,
+    day_payloads,
+    day_strings,
+    month_chunks,
+    spool,
+    stage,
+    tickers_per_batch,
+    to_table,
+)
 from stock_assets.markets import exchange_of, sessions_by_symbol
 
 # Calendar days before a run whose raw bars the day-over-day rules compare the run's first day
@@ -74,6 +90,8 @@ CHECKS = [
     partitions_def=trading_day_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     io_manager_key="landing_io_manager",
+    # The raw days arrive as a handle, read a month at a time (never the whole range at once).
+    ins={"raw_quotes": dg.AssetIn(metadata={LAZY_INPUT: True})},
     check_specs=CHECKS,
     freshness_policy=DAILY_FRESHNESS,
     group_name="prices",
@@ -84,7 +102,7 @@ CHECKS = [
 )
 def cleaned_prices(
     context: dg.AssetExecutionContext,
-    raw_quotes: pd.DataFrame,
+    raw_quotes: LandedRange,
     database: PostgresResource,
     tickers: TickerSelection,
     landing_io_manager: dg.ResourceParam[LandingIOManager],
@@ -100,24 +118,15 @@ def cleaned_prices(
     from the landing zone; a move an operator confirmed in `market.confirmed_moves` is kept (see
     stock_assets/defs/prices/cleaning.py for every rule).
 
+    A range is cleaned a batch of tickers at a time (each symbol's whole series in one batch, so
+    the day-over-day rules see every previous bar) and its day files are written a month at a
+    time: memory follows the batch, not the range or the universe (stock_assets/landing/streaming.py).
+
     The checks are evaluated for each day of the run, each day with its own result (a weekend or
     holiday passes: nothing to check); a day that fails a blocking check fails the run, naming it.
     """
     start, end = window_dates(context.partition_time_window)
-    result = clean_quotes(raw_quotes, history=previous_raw_quotes(landing_io_manager, start),
-                          confirmed_moves=confirmed_moves(database, start, end))
-    _replace_rejections(database, result, start, end)
-    listings = upsert_listings(database, raw_quotes)
-
-    clean = result.clean
-    raw_rows = len(raw_quotes)
-    rejected_share = share(len(result.rejected), raw_rows)
-    # Each day's own numbers on its own partition (a range run would otherwise show the run's
-    # totals on every day); the run's totals under `*_in_run` names (see stock_assets/defs/metadata.py).
-    keys = context.partition_keys
-    clean_by_day, raw_by_day = rows_by_day(clean, keys), rows_by_day(raw_quotes, keys)
-    rejected_by_day, reasons = rows_by_day(result.rejected, keys), reasons_by_day(result.rejected, keys)
-    symbols_by_day = distinct_by_day(clean, keys, "symbol")
+    keys = list(context.partition_keys)
     sessions = trading_days(start, end)
     session_keys = {day.isoformat() for day in sessions}
     tracked = tickers.symbols()
@@ -126,14 +135,68 @@ def cleaned_prices(
     calendars = {id(days): days for days in own_sessions.values()}  # one set per calendar
     listings_per_calendar = Counter(id(days) for days in own_sessions.values())
     any_session = set().union(*calendars.values())
+    us_only = all(exchange_of(symbol).calendar == "XNYS" for symbol in tracked)
+    history = previous_raw_quotes(landing_io_manager, start)
+    moves = confirmed_moves(database, start, end)
+    _delete_rejections(database, start, end)
+
+    run = _RunTotals(keys)
+    chunks = month_chunks(keys)
+    outcomes: list[Outcome] = []
+    with spool("cleaned_prices-raw") as raw_pieces, spool("cleaned_prices-clean") as clean_pieces:
+        # 1. The stored raw days, a month at a time, cut into ticker batches (a symbol's whole
+        #    series stays in one batch: the day-over-day rules compare it with its previous bar).
+        batch_of: dict[str, int] = {}
+        size = tickers_per_batch(len(sessions))
+        with stage("cleaned_prices: read raw"):
+            for number, (days, table) in enumerate(raw_quotes.months()):
+                if table is None:
+                    continue
+                run.add_raw(table, days)
+                _spool_by_ticker(raw_pieces, number, table, batch_of, size)
+                del table
+        # 2. Clean one ticker batch at a time; rejections are written as each batch is judged.
+        with stage("cleaned_prices: clean"):
+            for batch in raw_pieces.batches():
+                raw = _as_raw_frame(raw_pieces.batch(batch))
+                symbols = set(raw["symbol"].dropna())
+                earlier = history[history["symbol"].isin(symbols)] if history is not None else None
+                result = clean_quotes(raw, history=earlier, confirmed_moves=moves)
+                _insert_rejections(database, result)
+                run.listings += upsert_listings(database, raw)
+                run.add_cleaned(result)
+                clean_pieces.put_by_chunk(batch, to_table(result.clean), chunks)
+                del raw, result
+        # 3. The per-day files and the checks, a month (every ticker) at a time.
+        empty = _empty_clean_schema()
+        counted_by_day = run.counted_by_day
+        with stage("cleaned_prices: land + checks"):
+            for number, days in enumerate(chunks):
+                table = clean_pieces.chunk(number)
+                landing_io_manager.write_days(context.asset_key.path, day_payloads(table, days, empty))
+                clean = _as_raw_frame(table) if table is not None else _empty_clean_frame()
+                del table
+                run.add_clean(clean, days)
+                outcomes += evaluate_checks(clean, run.raw_by_day, counted_by_day, tracked, days, any_session,
+                                            sessions_by_symbol=own_sessions,
+                                            closed_note="NYSE closed" if us_only else "no tracked listing's exchange open",
+                                            rejected_reasons=run.reasons_by_day).outcomes
+                del clean
+    context.log.info("cleaned_prices: %d raw rows in %d ticker batch(es) of up to %d, %d clean, %d rejected",
+                     run.raw_rows, len(raw_pieces.batches()) if raw_pieces.pieces else 0, size, run.clean_rows,
+                     run.rejected_rows)
+    evaluation = Evaluation(partitions=keys, outcomes=outcomes)
+
+    # Each day's own numbers on its own partition (a range run would otherwise show the run's
+    # totals on every day); the run's totals under `*_in_run` names (see stock_assets/defs/metadata.py).
     add_partition_metadata(context, {
         key: {
-            "dagster/row_count": clean_by_day[key],
-            "raw_rows": raw_by_day[key],
-            "rejected_rows": rejected_by_day[key],
-            "rejected_share": share(rejected_by_day[key], raw_by_day[key]),
-            "rejected_by_reason": dg.MetadataValue.json(reasons[key]),
-            "symbols": symbols_by_day[key],
+            "dagster/row_count": run.clean_by_day[key],
+            "raw_rows": run.raw_by_day[key],
+            "rejected_rows": run.rejected_by_day[key],
+            "rejected_share": share(run.rejected_by_day[key], run.raw_by_day[key]),
+            "rejected_by_reason": dg.MetadataValue.json(run.reasons_by_day[key]),
+            "symbols": run.symbols_by_day[key],
             "nyse_session": key in session_keys,  # False: weekend or holiday, zero rows expected
             # Tracked listings whose exchange has a session that day (each is expected to have a bar).
             "listings_in_session": sum(count for calendar, count in listings_per_calendar.items()
@@ -141,28 +204,96 @@ def cleaned_prices(
         }
         for key in keys
     })
-    us_only = all(exchange_of(symbol).calendar == "XNYS" for symbol in tracked)
-    counted = result.rejected[~result.rejected["reason"].isin(UNCOUNTED_REASONS)]
-    evaluation = evaluate_checks(clean, raw_by_day, rows_by_day(counted, keys), tracked, keys, any_session,
-                                 sessions_by_symbol=own_sessions,
-                                 closed_note="NYSE closed" if us_only else "no tracked listing's exchange open",
-                                 rejected_reasons=reasons)
     yield dg.Output(
-        clean,
+        LandedDays(files=len(keys), rows=run.clean_rows),
         metadata={
             "partitions_in_run": len(keys),
-            "rows_in_run": len(clean),
-            "raw_rows_in_run": raw_rows,
-            "rejected_rows_in_run": len(result.rejected),
-            "rejected_share_in_run": rejected_share,
-            "rejected_by_reason_in_run": dg.MetadataValue.json(result.rejected_by_reason),
-            "symbols_in_run": int(clean["symbol"].nunique()),
+            "rows_in_run": run.clean_rows,
+            "raw_rows_in_run": run.raw_rows,
+            "rejected_rows_in_run": run.rejected_rows,
+            "rejected_share_in_run": share(run.rejected_rows, run.raw_rows),
+            "rejected_by_reason_in_run": dg.MetadataValue.json(dict(sorted(run.reasons.items()))),
+            "symbols_in_run": run.symbols,
             "checks_in_run": dg.MetadataValue.json(evaluation.summary()),
-            "listings_described_in_run": listings,
+            "listings_described_in_run": run.listings,
+            "ticker_batches": len(raw_pieces.batches()),
         },
     )
     # After the Output, so that each result points at the materialization of its day it checked.
     yield from _partition_checks(context, evaluation)
+
+
+class _RunTotals:
+    """A run's numbers, per day and in total, added up batch by batch and month by month."""
+
+    def __init__(self, keys: list[str]):
+        self.keys = keys
+        self.raw_by_day = dict.fromkeys(keys, 0)
+        self.clean_by_day = dict.fromkeys(keys, 0)
+        self.symbols_by_day = dict.fromkeys(keys, 0)
+        self.rejected_by_day = dict.fromkeys(keys, 0)
+        self.counted_by_day = dict.fromkeys(keys, 0)
+        self.reasons_by_day: dict[str, dict[str, int]] = {key: {} for key in keys}
+        self.reasons: Counter = Counter()
+        self.raw_rows = self.clean_rows = self.rejected_rows = self.symbols = self.listings = 0
+
+    def add_raw(self, table, days: list[str]) -> None:
+        self.raw_rows += table.num_rows
+        found = Counter(day_strings(table))
+        for day in days:
+            self.raw_by_day[day] += found.get(day, 0)
+
+    def add_cleaned(self, result: CleaningResult) -> None:
+        rejected = result.rejected
+        self.rejected_rows += len(rejected)
+        self.symbols += int(result.clean["symbol"].nunique()) if len(result.clean) else 0
+        self.reasons.update(result.rejected_by_reason)
+        counted = rejected[~rejected["reason"].isin(UNCOUNTED_REASONS)]
+        for key, count in rows_by_day(rejected, self.keys).items():
+            self.rejected_by_day[key] += count
+        for key, count in rows_by_day(counted, self.keys).items():
+            self.counted_by_day[key] += count
+        for key, reasons in reasons_by_day(rejected, self.keys).items():
+            for reason, count in reasons.items():
+                self.reasons_by_day[key][reason] = self.reasons_by_day[key].get(reason, 0) + count
+
+    def add_clean(self, clean: pd.DataFrame, days: list[str]) -> None:
+        self.clean_rows += len(clean)
+        self.clean_by_day.update(rows_by_day(clean, days))
+        self.symbols_by_day.update(distinct_by_day(clean, days, "symbol"))
+
+
+def _spool_by_ticker(pieces: Spool, chunk: int, table, batch_of: dict[str, int], size: int) -> None:
+    """One month of raw rows into the spool, cut by ticker batch (symbols numbered as first seen,
+    `size` to a batch; spelling differences Yahoo never makes, like case, stay together)."""
+    names = pc.utf8_upper(pc.utf8_trim_whitespace(pc.cast(table.column("symbol"), pa.string())))
+    names = pc.fill_null(names, "")
+    codes, uniques = pd.factorize(np.asarray(names.to_numpy(zero_copy_only=False), dtype=object))
+    for name in uniques:
+        batch_of.setdefault(name, len(batch_of) // size)
+    batches = np.array([batch_of[name] for name in uniques], dtype=np.int64)[codes]
+    order = np.argsort(batches, kind="stable")
+    table, batches = table.take(order), batches[order]
+    for batch in np.unique(batches):
+        first, last = np.searchsorted(batches, [batch, batch + 1])
+        pieces.put(int(batch), chunk, table.slice(first, last - first))
+
+
+def _as_raw_frame(table) -> pd.DataFrame:
+    frame = table.to_pandas()
+    if DATE_COLUMN in frame:
+        frame[DATE_COLUMN] = pd.to_datetime(frame[DATE_COLUMN]).dt.date
+    return frame
+
+
+@functools.cache
+def _empty_clean_schema() -> pa.Schema:
+    """The columns of a cleaned day without rows (what cleaning makes of no rows)."""
+    return to_table(cleaning.clean_quotes(empty_raw_frame()).clean).schema
+
+
+def _empty_clean_frame() -> pd.DataFrame:
+    return _empty_clean_schema().empty_table().to_pandas()
 
 
 @dataclass(frozen=True)
@@ -422,15 +553,17 @@ _INSERT_REJECTION = text(
 )
 
 
-def _replace_rejections(database: PostgresResource, result: CleaningResult, start, end) -> None:
-    rows = result.rejected.astype(object).where(result.rejected.notna(), None)
+def _delete_rejections(database: PostgresResource, start, end) -> None:
+    """A run replaces the rejections of its range: the old ones go first, each batch adds its own."""
     with database.begin() as conn:
         conn.execute(
             text("DELETE FROM market.price_rejections WHERE trade_date >= :start AND trade_date < :end"),
             {"start": start, "end": end},
         )
-        if len(rows):
-            conn.execute(
-                _INSERT_REJECTION,
-                rows[REJECTED_COLUMNS].to_dict("records"),
-            )
+
+
+def _insert_rejections(database: PostgresResource, result: CleaningResult) -> None:
+    rows = result.rejected.astype(object).where(result.rejected.notna(), None)
+    if len(rows):
+        with database.begin() as conn:
+            conn.execute(_INSERT_REJECTION, rows[REJECTED_COLUMNS].to_dict("records"))

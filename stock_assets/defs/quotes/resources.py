@@ -342,18 +342,20 @@ class QuoteClient(dg.ConfigurableResource):
 
     def fetch(
         self, symbols: list[str], start: dt.date, end: dt.date, log: dg.DagsterLogManager | None = None,
-        refresh_cache: bool = False,
+        refresh_cache: bool = False, report: FetchReport | None = None,
     ) -> tuple[pd.DataFrame, FetchReport]:
         """Fetch every symbol's whole window, one request per ticker, `max_parallel_tickers` at once.
 
         `refresh_cache`: ask upstream for every window even if the response cache has it (see
-        `daily_bars`).
+        `daily_bars`). `report`: a report to add this fetch to (one per run over several batches).
 
         A ticker that fails is recorded in the report and does not stop the others. An open
         circuit breaker or an unreachable source stops the whole fetch (the exception carries the
         report as `.report`).
         """
-        report = FetchReport(tickers=len(symbols))
+        if report is None:
+            report = FetchReport()
+        report.tickers += len(symbols)  # a streamed backfill adds each ticker batch to one report
         frames: dict[str, pd.DataFrame] = {}
         session = self.session
         workers = max(1, min(self.max_parallel_tickers, len(symbols)))

@@ -11,7 +11,7 @@ from stock_assets.defs.automation import DATABASE_RETRY, follow_upstream
 from stock_assets.defs.metadata import add_partition_metadata, asset_metadata
 from stock_assets.defs.partitions import month_bounds, monthly_partitions
 from stock_assets.defs.warehouse.loader import COPY_COLUMNS, load_months
-from stock_assets.landing.io_manager import ALLOW_PARTIAL_INPUT, MISSING_PARTITIONS
+from stock_assets.landing.io_manager import ALLOW_PARTIAL_INPUT, LAZY_INPUT, LandedRange
 from stock_assets.settings import POSTGRES_POOL
 
 
@@ -21,7 +21,7 @@ from stock_assets.settings import POSTGRES_POOL
     # A month loads the days it has (the running month, a month at the end of the data, a gap just
     # filled); the days missing are listed per partition. It fails only when it has none.
     ins={"cleaned_prices": dg.AssetIn(partition_mapping=dg.TimeWindowPartitionMapping(),
-                                      metadata={ALLOW_PARTIAL_INPUT: True})},
+                                      metadata={ALLOW_PARTIAL_INPUT: True, LAZY_INPUT: True})},
     automation_condition=follow_upstream(),
     pool=POSTGRES_POOL,
     retry_policy=DATABASE_RETRY,
@@ -32,7 +32,7 @@ from stock_assets.settings import POSTGRES_POOL
     metadata=asset_metadata("monthly_prices"),
 )
 def monthly_prices(
-    context: dg.AssetExecutionContext, cleaned_prices: pd.DataFrame, database: PostgresResource
+    context: dg.AssetExecutionContext, cleaned_prices: LandedRange, database: PostgresResource
 ) -> dg.MaterializeResult:
     """One month of clean prices in its own child table of `market.prices` (PARTITION BY RANGE on trade date).
 
@@ -42,25 +42,24 @@ def monthly_prices(
     re-running a month, or running it twice at once, leaves exactly one copy of each row with the
     newest values, and readers never see a half-loaded month.
     """
-    frame = cleaned_prices
-    missing_days = list(frame.attrs.get(MISSING_PARTITIONS, []))
+    missing_days = list(cleaned_prices.missing)
     kept = _stored_rows(database, missing_days)
     if missing_days:
         context.log.warning("cleaned_prices has no materialization for %d day(s) of the run's months (%s): "
                             "loading the days that exist, keeping the %d rows market.prices already holds "
                             "for the others", len(missing_days), ", ".join(missing_days[:10]), len(kept))
-        frame = pd.concat([frame, kept], ignore_index=True) if len(kept) else frame
-    dates = pd.to_datetime(frame["trade_date"]) if len(frame) else pd.Series(dtype="datetime64[ns]")
-    months, month_symbols, month_days = [], [], []
+    months, figures = [], []
     for key in context.partition_keys:
         start, end = month_bounds(key)
-        month = frame[(dates >= pd.Timestamp(start)) & (dates < pd.Timestamp(end))]
-        month_symbols.append(int(month["symbol"].nunique()) if len(month) else 0)
-        month_days.append(int(month["trade_date"].nunique()) if len(month) else 0)
-        # The month is already in memory (one input frame): it goes to COPY as one chunk, since
-        # a COPY payload per trading day cost more in encoding calls than in rows.
+        # Each month is read from the landing zone only when its load starts (one month per load
+        # stream in memory, whatever the number of months or tickers), and goes to COPY as one
+        # chunk: a COPY payload per trading day cost more in encoding calls than in rows.
+        month = _MonthRows(cleaned_prices, kept, start, end)
+        figures.append(month)
         months.append((start, month))
     loads = load_months(database.psycopg_connection, months, workers=database.load_workers)
+    month_symbols = [len(month.symbols) for month in figures]
+    month_days = [len(month.days) for month in figures]
     for load in loads:
         context.log.info("Loaded %s rows into market.%s (%s replaced)", load.rows_loaded, load.partition,
                          load.rows_replaced)
@@ -95,10 +94,29 @@ def monthly_prices(
             "rows_replaced_in_run": sum(load.rows_replaced for load in loads),
             "partitions": dg.MetadataValue.json([load.partition for load in loads]),
             "partition_bytes_in_run": int(sum(sizes.values())),
-            "symbols_in_run": int(frame["symbol"].nunique()) if len(frame) else 0,
+            "symbols_in_run": len(set().union(*(month.symbols for month in figures))),
             **database.pool_statistics(),
         }
     )
+
+
+class _MonthRows:
+    """One month's rows for COPY, read when iterated: the landed days of the month, then the rows
+    market.prices already holds for its days that have no landing file. Counts its symbols and days."""
+
+    def __init__(self, landed: LandedRange, kept: pd.DataFrame, start: dt.date, end: dt.date):
+        self.landed, self.start, self.end = landed, start, end
+        self.kept = kept[[start <= day < end for day in kept["trade_date"]]] if len(kept) else kept
+        self.symbols: set[str] = set()
+        self.days: set[dt.date] = set()
+
+    def __iter__(self):
+        days = [key for key in self.landed.keys if self.start <= dt.date.fromisoformat(key) < self.end]
+        for frame in (self.landed.frame(days), self.kept):
+            if len(frame):
+                self.symbols.update(frame["symbol"].unique())
+                self.days.update(frame["trade_date"].unique())
+                yield frame
 
 
 def _stored_rows(database: PostgresResource, days: list[str]) -> pd.DataFrame:

@@ -5,32 +5,38 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import multiprocessing
+import os
 import resource
+import string
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import dagster as dg
+import exchange_calendars
 import numpy as np
 import pandas as pd
 import psycopg
 
+from stock_assets import settings
 from stock_assets.database.resource import PostgresResource
 from stock_assets.database.urls import libpq_url, with_driver
-from stock_assets.defs.partitions import range_tags, trading_days
+from stock_assets.defs.partitions import range_tags
 from stock_assets.defs.prices.assets import cleaned_prices
 from stock_assets.defs.quotes.assets import raw_quotes
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.sectors.assets import sector_daily_performance, sector_monthly_summary
 from stock_assets.defs.universe.assets import ticker_universe
-from stock_assets.defs.universe.constituents import load_constituents
+from stock_assets.defs.universe.constituents import load_constituents, validate_listing
 from stock_assets.defs.universe.history_assets import index_membership, sector_classification
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.defs.warehouse.assets import monthly_prices
 from stock_assets.instance.environment import hold_storage_connections, postgres_storage
 from stock_assets.landing.io_manager import LandingIOManager
+from stock_assets.landing.streaming import STAGE_SECONDS
 from stock_assets.testing.yahoo_emulator import YahooEmulator
+from stock_assets.tooling.bench.memory import PhaseMemory
 from stock_assets.tooling.bench.scratch import scratch_database
 from stock_assets.yahoo.archive import PriceArchive
 
@@ -38,7 +44,9 @@ BENCH_DATABASE = "stock_assets_bench_backfill"
 BENCH_DAGSTER_DATABASE = "stock_assets_bench_dagster"
 DAGSTER_DATABASE_SETTINGS = {"synchronous_commit": "off"}
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-SYNTHETIC_START = pd.Timestamp("2016-01-04")
+# A synthetic history ends here and reaches back as many NYSE sessions as asked (5,040 sessions,
+# 20 years, start in 2006): within the calendar's reach, and never in the future.
+SYNTHETIC_END = dt.date(2025, 12, 31)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +58,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict:
     from stock_assets.instance.environment import prepare_environment
 
+    # The partitions start at STOCK_ASSETS_FIRST_DAY (read when the definitions are imported): a
+    # history older than it is benchmarked in a pipeline process started with an earlier one.
+    first = _history_start(args.tickers, args.days)
+    if first < dt.date.fromisoformat(settings.first_day()):
+        os.environ[settings.FIRST_DAY_ENV] = first.isoformat()
     server = prepare_environment()["STOCK_ASSETS_DATABASE_URL"]
     with scratch_database(server, BENCH_DATABASE) as url, scratch_database(
             server, BENCH_DAGSTER_DATABASE, DAGSTER_DATABASE_SETTINGS) as dagster_url, tempfile.TemporaryDirectory(prefix="bench-") as workdir:
@@ -66,8 +79,19 @@ def _backfill(url: str, dagster_url: str, workdir: Path, tickers: int, days: int
     upstream.start()
     try:
         upstream_url, symbols, synthetic, first, last = ours.recv()
-        figures = _run_backfill(url, dagster_url, workdir, upstream_url, symbols, synthetic, days,
-                                dt.date.fromisoformat(first), dt.date.fromisoformat(last))
+        # The pipeline in a process of its own too: its peak memory is the pipeline's alone, and
+        # its definitions see the first day set above.
+        pipeline_end, here = context.Pipe()
+        pipeline = context.Process(target=_pipeline_process, args=(here, url, dagster_url, workdir, upstream_url,
+                                                                   symbols, synthetic, days, first, last))
+        pipeline.start()
+        here.close()  # the child holds the other end: if it dies, recv() raises EOFError instead of waiting
+        try:
+            figures = pipeline_end.recv()
+        finally:
+            pipeline.join(timeout=60)
+        if isinstance(figures, BaseException):
+            raise figures
         ours.send("stop")
         figures.update(ours.recv())
         return figures
@@ -75,6 +99,41 @@ def _backfill(url: str, dagster_url: str, workdir: Path, tickers: int, days: int
         upstream.join(timeout=30)
         if upstream.is_alive():
             upstream.kill()
+
+
+def _pipeline_process(conn, url, dagster_url, workdir, upstream_url, symbols, synthetic, days, first, last) -> None:
+    try:
+        conn.send(_run_backfill(url, dagster_url, workdir, upstream_url, symbols, synthetic, days,
+                                dt.date.fromisoformat(first), dt.date.fromisoformat(last)))
+    except BaseException as err:  # reported to the parent, which raises it
+        conn.send(RuntimeError(f"{type(err).__name__}: {err}"))
+        raise
+
+
+def _history_start(tickers: int, days: int) -> dt.date:
+    if tickers <= len(PriceArchive.bundled().symbols) and days <= 1214:
+        return PriceArchive.bundled().first_date
+    return _synthetic_sessions(days)[0]
+
+
+def _synthetic_symbols(tickers: int) -> list[str]:
+    """The S&P 500 symbols, then made-up US symbols (ZQAAA, ZQAAB, ...) for a bigger market."""
+    real = list(load_constituents()["symbol"][:tickers])
+    taken = set(real)
+    made_up = (f"ZQ{a}{b}{c}" for a in string.ascii_uppercase for b in string.ascii_uppercase
+               for c in string.ascii_uppercase)
+    extra = [symbol for symbol in made_up if symbol not in taken][:tickers - len(real)]
+    return real + [validate_listing(symbol) for symbol in extra]
+
+
+def _synthetic_sessions(days: int) -> list[dt.date]:
+    """The last `days` NYSE sessions up to SYNTHETIC_END."""
+    calendar = exchange_calendars.get_calendar("XNYS", start="1990-01-01")
+    begin = SYNTHETIC_END - dt.timedelta(days=days * 3 // 2 + 60)
+    sessions = calendar.sessions_in_range(pd.Timestamp(begin), pd.Timestamp(SYNTHETIC_END))
+    if len(sessions) < days:
+        raise ValueError(f"--days {days}: the NYSE calendar has only {len(sessions)} sessions to offer")
+    return [session.date() for session in sessions[-days:]]
 
 
 def _serve_upstream(conn, tickers: int, days: int) -> None:
@@ -106,6 +165,7 @@ def _run_backfill(url, dagster_url, workdir, upstream_url, symbols, synthetic, d
     batches = [months[i:i + 12] for i in range(0, len(months), 12)]
     phases: dict[str, float] = {}
     runs = 0
+    memory = PhaseMemory()
     began = time.perf_counter()
     # Dagster's own storage in PostgreSQL, as dagster.yaml configures it: every partition costs
     # Dagster a few events, and their storage is part of what a backfill costs.
@@ -119,16 +179,22 @@ def _run_backfill(url, dagster_url, workdir, upstream_url, symbols, synthetic, d
             assert result.success
             return result
 
-        materialize(["ticker_universe", "index_membership", "sector_classification"])
+        with memory.phase("universe"):
+            materialize(["ticker_universe", "index_membership", "sector_classification"])
         phase = time.perf_counter()
-        materialize(["raw_quotes", "cleaned_prices"], range_tags(first.replace(day=1), months[-1].end_time.date()))
+        # The daily assets in one run (one single-run backfill), as the UI launches it; the memory
+        # profile tells its steps apart (fetch + land, then clean + land).
+        with memory.phase("daily_run"):
+            materialize(["raw_quotes", "cleaned_prices"], range_tags(first.replace(day=1), months[-1].end_time.date()))
         phases["daily_run_s"] = time.perf_counter() - phase
         phase = time.perf_counter()
-        for batch in batches:
-            materialize(["monthly_prices", "sector_daily_performance", "sector_monthly_summary"],
-                        range_tags(batch[0].start_time.date(), batch[-1].start_time.date()))
+        with memory.phase("monthly_runs (load + sectors)"):
+            for batch in batches:
+                materialize(["monthly_prices", "sector_daily_performance", "sector_monthly_summary"],
+                            range_tags(batch[0].start_time.date(), batch[-1].start_time.date()))
         phases["monthly_runs_s"] = time.perf_counter() - phase
     wall = time.perf_counter() - began
+    memory.stop()
     with psycopg.connect(libpq_url(url)) as conn:
         rows = conn.execute("SELECT count(*) FROM market.prices").fetchone()[0]
     return {
@@ -143,6 +209,9 @@ def _run_backfill(url, dagster_url, workdir, upstream_url, symbols, synthetic, d
         "months": len(months),
         **{name: round(value, 2) for name, value in phases.items()},
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_by_phase_mb": memory.peaks(),
+        "seconds_by_stage": {name: round(value, 2) for name, value in STAGE_SECONDS.items()},
+        "rss_at_start_mb": memory.start_mb,
     }
 
 
@@ -152,9 +221,9 @@ def _archive(tickers: int, days: int) -> tuple[PriceArchive, list[str], bool]:
     if tickers <= len(bundled.symbols) and days <= 1214:
         symbols = list(bundled.symbols[:tickers])
         return bundled, symbols, False
-    symbols = list(load_constituents()["symbol"][:tickers])
+    symbols = _synthetic_symbols(tickers)
     # ~7/5 calendar days per session, plus holidays: enough sessions, within the NYSE calendar's reach.
-    sessions = trading_days(SYNTHETIC_START.date(), (SYNTHETIC_START + pd.Timedelta(days=days * 3 // 2 + 30)).date())[:days]
+    sessions = _synthetic_sessions(days)
     rng = np.random.default_rng(7)
     shape = (len(sessions), len(symbols))
     close = (20 + rng.random(len(symbols)) * 300) * np.exp(np.cumsum(rng.normal(0.0003, 0.02, shape), axis=0))

@@ -84,6 +84,16 @@ def _measure(url: str, rows: int, tickers: int, baseline_rows: int, workers: int
             _copy_plain(conn, months)
         figures["copy_limit_wal_skipped"] = loaded / (time.perf_counter() - began)
         conn.execute("TRUNCATE bench_plain")
+        # An Arrow-native encoder (pgpq, optional): the same COPY, encoded from Arrow batches in Rust.
+        arrow_copy = _pgpq_copy()
+        if arrow_copy is not None:
+            began = time.perf_counter()
+            arrow_copy(conn, months)
+            figures["pgpq_copy"] = loaded / (time.perf_counter() - began)
+            copied = conn.execute("SELECT count(*) FROM bench_plain").fetchone()[0]
+            if copied != loaded:
+                raise RuntimeError(f"pgpq's COPY stored {copied} of {loaded} rows")
+            conn.execute("TRUNCATE bench_plain")
 
     sample = pd.concat([frame for _, frame in months]).iloc[:baseline_rows]
     engine = create_engine(with_driver(url, "psycopg"))
@@ -115,6 +125,7 @@ def _measure(url: str, rows: int, tickers: int, baseline_rows: int, workers: int
             "copy_limit_wal_skipped": round(figures["copy_limit_wal_skipped"]),
             "pandas_to_sql": round(figures["pandas_to_sql"]),
             "executemany": round(figures["executemany"]),
+            **({"pgpq_copy": round(figures["pgpq_copy"])} if "pgpq_copy" in figures else {}),
         },
         "project": round(project),
         "copy_limit": round(figures["copy_limit"]),
@@ -138,6 +149,31 @@ def _copy_plain(conn: psycopg.Connection, months: list[tuple[dt.date, pd.DataFra
     with conn.cursor() as cur, cur.copy(sql.SQL("COPY bench_plain FROM STDIN (FORMAT BINARY)")) as copy:
         for payload in copy_payloads((chunk for _, frame in months for chunk in _chunks(frame)), COPY_COLUMNS):
             copy.write(payload)
+
+
+def _pgpq_copy():
+    """A COPY of the months through pgpq's Arrow encoder, or None when pgpq is not installed."""
+    try:
+        import pgpq
+        import pyarrow as pa
+    except ImportError:
+        return None
+
+    def copy_months(conn: psycopg.Connection, months: list[tuple[dt.date, pd.DataFrame]]) -> None:
+        encoder = None
+        with conn.cursor() as cur, cur.copy(sql.SQL("COPY bench_plain FROM STDIN (FORMAT BINARY)")) as copy:
+            for _, frame in months:
+                for chunk in _chunks(frame):
+                    table = pa.Table.from_pandas(chunk, preserve_index=False)
+                    if encoder is None:
+                        encoder = pgpq.ArrowToPostgresBinaryEncoder(table.schema)
+                        copy.write(encoder.write_header())
+                    for batch in table.to_batches():
+                        copy.write(encoder.write_batch(batch))
+            if encoder is not None:
+                copy.write(encoder.finish())
+
+    return copy_months
 
 
 def _months(rows: int, tickers: int) -> list[tuple[dt.date, list[dt.date]]]:

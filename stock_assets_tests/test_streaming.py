@@ -1,0 +1,184 @@
+"""A backfill streams in ticker batches: the same rows whatever the batch, never more than a batch in memory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+from sqlalchemy import text
+
+from stock_assets.defs.prices import assets as prices
+from stock_assets.defs.prices.assets import cleaned_prices
+from stock_assets.defs.quotes.assets import raw_quotes
+from stock_assets.defs.quotes.resources import QuoteClient
+from stock_assets.defs.universe.resources import TickerSelection
+from stock_assets.landing import streaming
+from stock_assets.landing.io_manager import LandedDays, LandedRange, LandingIOManager
+from stock_assets.landing.streaming import Spool, month_chunks, tickers_per_batch
+
+TICKERS = ["AAPL", "CVX", "MSFT", "PFE", "XOM"]  # sorted, as TickerSelection lists them
+FIRST, LAST = "2020-02-10", "2020-04-17"  # three months, a long weekend, Good Friday
+RANGE_TAGS = {"dagster/asset_partition_range_start": FIRST, "dagster/asset_partition_range_end": LAST}
+
+
+class Spy:
+    """What the pipeline held at once: each fetch's tickers, each cleaning call's symbols, each
+    spool read, and what the IO manager stored and loaded."""
+
+    def __init__(self, monkeypatch):
+        self.fetched: list[list[str]] = []
+        self.cleaned: list[set[str]] = []
+        self.gathered: list[pd.DataFrame] = []
+        self.outputs: list[type] = []
+        self.inputs: list[type] = []
+        fetch, clean, gather = QuoteClient.fetch, prices.clean_quotes, Spool._gather
+        handle_output, load_input = LandingIOManager.handle_output, LandingIOManager.load_input
+
+        def spy_fetch(client, symbols, *args, **kwargs):
+            self.fetched.append(list(symbols))
+            return fetch(client, symbols, *args, **kwargs)
+
+        def spy_clean(raw, *args, **kwargs):
+            self.cleaned.append(set(raw["symbol"]))
+            return clean(raw, *args, **kwargs)
+
+        def spy_gather(spool, keys):
+            table = gather(spool, keys)
+            if table is not None:
+                self.gathered.append(table.select(["symbol", "trade_date"]).to_pandas())
+            return table
+
+        def spy_output(manager, context, obj):
+            self.outputs.append(type(obj))
+            return handle_output(manager, context, obj)
+
+        def spy_input(manager, context):
+            loaded = load_input(manager, context)
+            self.inputs.append(type(loaded))
+            return loaded
+
+        monkeypatch.setattr(QuoteClient, "fetch", spy_fetch)
+        monkeypatch.setattr(prices, "clean_quotes", spy_clean)
+        monkeypatch.setattr(Spool, "_gather", spy_gather)
+        monkeypatch.setattr(LandingIOManager, "handle_output", spy_output)
+        monkeypatch.setattr(LandingIOManager, "load_input", spy_input)
+
+
+def _backfill(database, landing: Path) -> dict[str, int]:
+    resources = {
+        "database": database,
+        "quotes": QuoteClient(),
+        "tickers": TickerSelection(tickers=TICKERS),
+        "landing_io_manager": LandingIOManager(base_dir=str(landing)),
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([raw_quotes, cleaned_prices], selection=["raw_quotes", "cleaned_prices"],
+                            resources=resources, instance=instance, tags=RANGE_TAGS)
+    assert result.success
+    counts = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.materialization
+        name = materialization.asset_key.to_user_string()
+        counts[f"{name} {materialization.partition}"] = materialization.metadata["dagster/row_count"].value
+    return counts
+
+
+def _landed(landing: Path, asset: str) -> dict[str, pd.DataFrame]:
+    files = sorted((landing / asset).rglob("*.parquet"))
+    assert files
+    days = {}
+    for path in files:
+        frame = pd.read_parquet(path).drop(columns=["fetched_at"], errors="ignore")
+        days[path.stem] = frame.sort_values("symbol", ignore_index=True)
+    return days
+
+
+def _rejections(database) -> list[tuple]:
+    with database.begin() as conn:
+        return sorted(tuple(row) for row in conn.execute(text(
+            "SELECT trade_date, symbol, reason, detail FROM market.price_rejections")).all())
+
+
+def test_batches_of_two_store_exactly_what_one_batch_stores(database, tmp_path, monkeypatch):
+    monkeypatch.setenv(streaming.TICKERS_PER_BATCH_ENV, "100")
+    whole = Spy(monkeypatch)
+    counts_whole = _backfill(database, tmp_path / "whole")
+    rejections_whole = _rejections(database)
+    assert whole.fetched == [TICKERS]
+    assert whole.cleaned == [set(TICKERS)]
+
+    monkeypatch.undo()
+    monkeypatch.setenv(streaming.TICKERS_PER_BATCH_ENV, "2")
+    batched = Spy(monkeypatch)
+    counts_batched = _backfill(database, tmp_path / "batched")
+
+    # The same files, day by day, for both assets; the same rejections; the same per-day figures.
+    for asset in ("raw_quotes", "cleaned_prices"):
+        whole_days, batched_days = _landed(tmp_path / "whole", asset), _landed(tmp_path / "batched", asset)
+        assert sorted(whole_days) == sorted(batched_days)
+        assert len(whole_days) == len(pd.date_range(FIRST, LAST))
+        for day, frame in whole_days.items():
+            pd.testing.assert_frame_equal(frame, batched_days[day], check_dtype=False)
+    assert _rejections(database) == rejections_whole
+    assert counts_batched == counts_whole
+    assert sum(count for key, count in counts_whole.items() if key.startswith("cleaned_prices")) > 0
+
+    # One request per ticker for the whole range, two tickers at a time.
+    assert batched.fetched == [TICKERS[0:2], TICKERS[2:4], TICKERS[4:5]]
+    # Cleaning saw one batch at a time, each symbol's whole series in one batch.
+    assert [len(symbols) for symbols in batched.cleaned] == [2, 2, 1]
+    assert set().union(*batched.cleaned) == set(TICKERS)
+    # Everything read back from a spool at once is one batch (<= 2 symbols, any month) or one
+    # month (any symbol): never the range of every ticker.
+    assert batched.gathered
+    for piece in batched.gathered:
+        months = set(pd.to_datetime(piece["trade_date"]).dt.strftime("%Y-%m"))
+        assert piece["symbol"].nunique() <= 2 or len(months) == 1, (piece["symbol"].unique(), months)
+    assert any(piece["symbol"].nunique() == 5 and len(set(pd.to_datetime(piece["trade_date"]).dt.month)) == 1
+               for piece in batched.gathered)
+    # The IO manager never held a frame: both outputs were written by the assets batch by batch,
+    # and cleaned_prices got the raw days as a handle.
+    assert batched.outputs == [LandedDays, LandedDays]
+    assert batched.inputs == [LandedRange]
+
+
+def test_a_batch_holds_rows_not_tickers(monkeypatch):
+    monkeypatch.delenv(streaming.TICKERS_PER_BATCH_ENV, raising=False)
+    monkeypatch.setenv(streaming.ROWS_PER_BATCH_ENV, "250000")
+    assert tickers_per_batch(5040) == 49  # 20 years
+    assert tickers_per_batch(2520) == 99  # 10 years
+    assert tickers_per_batch(1) == 250000  # a daily run: every ticker at once
+    monkeypatch.setenv(streaming.TICKERS_PER_BATCH_ENV, "7")
+    assert tickers_per_batch(5040) == 7
+    monkeypatch.setenv(streaming.TICKERS_PER_BATCH_ENV, "zero")
+    with pytest.raises(ValueError, match="STOCK_ASSETS_BATCH_TICKERS must be a positive whole number"):
+        tickers_per_batch(10)
+
+
+def test_month_chunks_keep_order():
+    keys = ["2020-01-30", "2020-01-31", "2020-02-01", "2020-03-02"]
+    assert month_chunks(keys) == [["2020-01-30", "2020-01-31"], ["2020-02-01"], ["2020-03-02"]]
+
+
+def test_a_row_outside_the_run_is_refused(tmp_path):
+    frame = pd.DataFrame({"symbol": ["AAPL"], "trade_date": [pd.Timestamp("2020-05-01").date()]})
+    with pytest.raises(ValueError, match="outside the partitions"):
+        Spool(tmp_path).put_by_chunk(0, streaming.to_table(frame), [["2020-04-30"]])
+
+
+def test_a_killed_steps_spool_is_removed_by_the_next_one(state_dir):
+    parent = state_dir / "spool"
+    parent.mkdir(exist_ok=True)
+    stale, fresh = parent / "raw_quotes-killed", parent / "raw_quotes-running"
+    for folder in (stale, fresh):
+        folder.mkdir()
+        (folder / "b000000-c000000.arrow").write_bytes(b"x")
+    old = os.stat(stale).st_mtime - streaming.STALE_SPOOL_S - 60
+    os.utime(stale, (old, old))
+    with streaming.spool("cleaned_prices") as pieces:
+        assert pieces.root.parent == parent and pieces.root.is_dir()
+        assert not stale.exists() and fresh.exists()
+    assert not pieces.root.exists()
