@@ -22,6 +22,9 @@ is a matter of environment variables, never a code change.
 | STOCK_ASSETS_REPLAY_ARCHIVE   | what the offline `replay` source serves: a CSV archive     | the bundled sample           |
 |                               | (.csv or .csv.gz) or a folder of recorded chart responses  |                              |
 |                               | (README "Your own universe")                               |                              |
+| STOCK_ASSETS_BATCH_ROWS       | rows a backfill holds in memory at a time (its ticker      | `250000`                     |
+|                               | batch is this divided by the run's sessions)               |                              |
+| STOCK_ASSETS_BATCH_TICKERS    | a fixed number of tickers per batch instead                | from the rows                |
 
 Alert channels (STOCK_ASSETS_ALERT_WEBHOOK_URL, _SMTP_URL, _EMAIL_TO, _EMAIL_FROM) are read by
 `stock_assets.defs.operations.alerting`, which documents them.
@@ -125,6 +128,30 @@ def first_day() -> str:
     if day < dt.date(1970, 1, 1) or day > dt.date.today():
         raise ValueError(f"{FIRST_DAY_ENV}: {day} is outside 1970-01-01..today")
     return day.isoformat()
+
+
+BATCH_ROWS_ENV = "STOCK_ASSETS_BATCH_ROWS"
+BATCH_TICKERS_ENV = "STOCK_ASSETS_BATCH_TICKERS"
+DEFAULT_BATCH_ROWS = 250_000
+
+
+def batch_rows() -> int:
+    """Rows a streaming backfill holds at a time (landing/streaming.py)."""
+    return _positive_int(BATCH_ROWS_ENV) or DEFAULT_BATCH_ROWS
+
+
+def batch_tickers() -> int | None:
+    """A fixed ticker count per backfill batch, or None to size batches by rows."""
+    return _positive_int(BATCH_TICKERS_ENV)
+
+
+def _positive_int(name: str) -> int | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{name} must be a positive whole number, not {raw!r}")
+    return int(raw)
 
 
 def configured_replay_archive() -> str | None:

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import text
 
+from stock_assets import settings
 from stock_assets.defs.prices import assets as prices
 from stock_assets.defs.prices.assets import cleaned_prices
 from stock_assets.defs.quotes.assets import raw_quotes
@@ -103,7 +104,7 @@ def _rejections(database) -> list[tuple]:
 
 
 def test_batches_of_two_store_exactly_what_one_batch_stores(database, tmp_path, monkeypatch):
-    monkeypatch.setenv(streaming.TICKERS_PER_BATCH_ENV, "100")
+    monkeypatch.setenv(settings.BATCH_TICKERS_ENV, "100")
     whole = Spy(monkeypatch)
     counts_whole = _backfill(database, tmp_path / "whole")
     rejections_whole = _rejections(database)
@@ -111,7 +112,7 @@ def test_batches_of_two_store_exactly_what_one_batch_stores(database, tmp_path, 
     assert whole.cleaned == [set(TICKERS)]
 
     monkeypatch.undo()
-    monkeypatch.setenv(streaming.TICKERS_PER_BATCH_ENV, "2")
+    monkeypatch.setenv(settings.BATCH_TICKERS_ENV, "2")
     batched = Spy(monkeypatch)
     counts_batched = _backfill(database, tmp_path / "batched")
 
@@ -146,14 +147,14 @@ def test_batches_of_two_store_exactly_what_one_batch_stores(database, tmp_path, 
 
 
 def test_a_batch_holds_rows_not_tickers(monkeypatch):
-    monkeypatch.delenv(streaming.TICKERS_PER_BATCH_ENV, raising=False)
-    monkeypatch.setenv(streaming.ROWS_PER_BATCH_ENV, "250000")
+    monkeypatch.delenv(settings.BATCH_TICKERS_ENV, raising=False)
+    monkeypatch.setenv(settings.BATCH_ROWS_ENV, "250000")
     assert tickers_per_batch(5040) == 49  # 20 years
     assert tickers_per_batch(2520) == 99  # 10 years
     assert tickers_per_batch(1) == 250000  # a daily run: every ticker at once
-    monkeypatch.setenv(streaming.TICKERS_PER_BATCH_ENV, "7")
+    monkeypatch.setenv(settings.BATCH_TICKERS_ENV, "7")
     assert tickers_per_batch(5040) == 7
-    monkeypatch.setenv(streaming.TICKERS_PER_BATCH_ENV, "zero")
+    monkeypatch.setenv(settings.BATCH_TICKERS_ENV, "zero")
     with pytest.raises(ValueError, match="STOCK_ASSETS_BATCH_TICKERS must be a positive whole number"):
         tickers_per_batch(10)
 

@@ -23,7 +23,6 @@ The spool is written in Arrow IPC (no compression, no encoding): it lives for on
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 import time
@@ -36,9 +35,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-ROWS_PER_BATCH_ENV = "STOCK_ASSETS_BATCH_ROWS"
-TICKERS_PER_BATCH_ENV = "STOCK_ASSETS_BATCH_TICKERS"
-DEFAULT_ROWS_PER_BATCH = 250_000
+from stock_assets import settings
+
 DATE_COLUMN = "trade_date"
 
 
@@ -63,26 +61,12 @@ def current_stage() -> str:
     return _STAGE[0]
 
 
-def _positive_env(name: str) -> int | None:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a positive whole number, not {raw!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be a positive whole number, not {raw!r}")
-    return value
-
-
 def tickers_per_batch(sessions: int) -> int:
     """How many tickers one batch holds for a run of `sessions` days (see the module docstring)."""
-    fixed = _positive_env(TICKERS_PER_BATCH_ENV)
+    fixed = settings.batch_tickers()
     if fixed is not None:
         return fixed
-    rows = _positive_env(ROWS_PER_BATCH_ENV) or DEFAULT_ROWS_PER_BATCH
-    return max(1, rows // max(1, sessions))
+    return max(1, settings.batch_rows() // max(1, sessions))
 
 
 def ticker_batches(symbols: Sequence[str], sessions: int) -> list[list[str]]:
