@@ -7,9 +7,14 @@ does not change and is kept long (30 days by default); a range touching today is
 (5 minutes), because today's bar is still moving.
 
 Concurrent requests for the same key make one upstream call: the first takes a transaction-level
-advisory lock on the key, re-checks the cache, asks upstream and stores the answer before the lock
-is released; the others wait on the lock and then find the answer. The lock's connection stays
-open for the duration of that one upstream call, which the parallelism limit keeps small.
+advisory lock on the key, re-checks the cache, asks upstream and stores the answer in that same
+transaction, so the lock is released as the answer becomes visible; the others wait on the lock
+and then find the answer. The lock's connection stays open for the duration of that one upstream
+call, which the parallelism limit keeps small. A miss costs one pooled connection, not three.
+
+Bodies are compressed with zlib at level 1: a 20-year answer (~210 KB) takes 1.8 ms instead of
+11 ms at the default level 6, for a body 9 % larger. (The bundled PostgreSQL has no lz4 for
+TOAST, and pglz would compress it again on the server.)
 """
 
 from __future__ import annotations
@@ -22,13 +27,26 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from stock_assets.yahoo.http_calls import UpstreamCall
 
 # pg_advisory_xact_lock(namespace, hashtext(key)): the namespace keeps these locks apart from the
 # schema runner's and the monthly loader's.
 _LOCK_NAMESPACE = 0x51554F54  # "QUOT"
+_ZLIB_LEVEL = 1
+
+_SELECT = text("SELECT status, content_type, body FROM quotes.response_cache"
+               " WHERE cache_key = :key AND expires_at > clock_timestamp()")
+_UPSERT = text(
+    "INSERT INTO quotes.response_cache (cache_key, scope, symbol, request, range_end, status,"
+    " content_type, body, fetched_at, expires_at)"
+    " VALUES (:key, :scope, :symbol, :request, :range_end, :status, :content_type, :body,"
+    " clock_timestamp(), clock_timestamp() + make_interval(secs => :ttl))"
+    " ON CONFLICT (cache_key) DO UPDATE SET status = EXCLUDED.status,"
+    " content_type = EXCLUDED.content_type, body = EXCLUDED.body,"
+    " fetched_at = EXCLUDED.fetched_at, expires_at = EXCLUDED.expires_at"
+)
 
 
 @dataclass(frozen=True)
@@ -38,13 +56,20 @@ class CachedAnswer:
     body: bytes
 
 
+class CacheFill(Protocol):
+    """The exclusive right to fill one key (see `ResponseCache.filling`)."""
+
+    def get(self) -> CachedAnswer | None:
+        """The answer stored meanwhile (by another process), if any."""
+
+    def put(self, answer: CachedAnswer, ttl_s: float) -> None: ...
+
+
 class ResponseCache(Protocol):
     def get(self, call: UpstreamCall) -> CachedAnswer | None: ...
 
-    def lock(self, call: UpstreamCall):  # a context manager
+    def filling(self, call: UpstreamCall):  # a context manager yielding a CacheFill
         """Exclusive right to fill the cache for this call's key (all processes)."""
-
-    def put(self, call: UpstreamCall, answer: CachedAnswer, ttl_s: float) -> None: ...
 
 
 class PostgresResponseCache:
@@ -55,38 +80,39 @@ class PostgresResponseCache:
 
     def get(self, call: UpstreamCall) -> CachedAnswer | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                text("SELECT status, content_type, body FROM quotes.response_cache"
-                     " WHERE cache_key = :key AND expires_at > clock_timestamp()"),
-                {"key": call.cache_key},
-            ).one_or_none()
-        if row is None:
-            return None
-        return CachedAnswer(row.status, row.content_type, zlib.decompress(row.body))
+            return _select(conn, call)
 
     @contextmanager
-    def lock(self, call: UpstreamCall) -> Iterator[None]:
+    def filling(self, call: UpstreamCall) -> Iterator[CacheFill]:
         with self.engine.connect() as conn, conn.begin():
             conn.execute(text("SELECT pg_advisory_xact_lock(:namespace, hashtext(:key))"),
                          {"namespace": _LOCK_NAMESPACE, "key": call.cache_key})
-            yield
+            yield _PostgresFill(conn, call)
 
-    def put(self, call: UpstreamCall, answer: CachedAnswer, ttl_s: float) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO quotes.response_cache (cache_key, scope, symbol, request, range_end, status,"
-                    " content_type, body, fetched_at, expires_at)"
-                    " VALUES (:key, :scope, :symbol, :request, :range_end, :status, :content_type, :body,"
-                    " clock_timestamp(), clock_timestamp() + make_interval(secs => :ttl))"
-                    " ON CONFLICT (cache_key) DO UPDATE SET status = EXCLUDED.status,"
-                    " content_type = EXCLUDED.content_type, body = EXCLUDED.body,"
-                    " fetched_at = EXCLUDED.fetched_at, expires_at = EXCLUDED.expires_at"
-                ),
-                {"key": call.cache_key, "scope": call.scope, "symbol": call.symbol, "request": call.canonical,
-                 "range_end": call.range_end, "status": answer.status, "content_type": answer.content_type,
-                 "body": zlib.compress(answer.body, 6), "ttl": float(ttl_s)},
-            )
+
+class _PostgresFill:
+    """A fill inside the transaction that holds the key's lock."""
+
+    def __init__(self, conn: Connection, call: UpstreamCall) -> None:
+        self.conn, self.call = conn, call
+
+    def get(self) -> CachedAnswer | None:
+        return _select(self.conn, self.call)
+
+    def put(self, answer: CachedAnswer, ttl_s: float) -> None:
+        call = self.call
+        self.conn.execute(_UPSERT, {
+            "key": call.cache_key, "scope": call.scope, "symbol": call.symbol, "request": call.canonical,
+            "range_end": call.range_end, "status": answer.status, "content_type": answer.content_type,
+            "body": zlib.compress(answer.body, _ZLIB_LEVEL), "ttl": float(ttl_s),
+        })
+
+
+def _select(conn: Connection, call: UpstreamCall) -> CachedAnswer | None:
+    row = conn.execute(_SELECT, {"key": call.cache_key}).one_or_none()
+    if row is None:
+        return None
+    return CachedAnswer(row.status, row.content_type, zlib.decompress(row.body))
 
 
 class LocalResponseCache:
@@ -106,12 +132,23 @@ class LocalResponseCache:
         return entry[1]
 
     @contextmanager
-    def lock(self, call: UpstreamCall) -> Iterator[None]:
+    def filling(self, call: UpstreamCall) -> Iterator[CacheFill]:
         with self._guard:
             key_lock = self._locks.setdefault(call.cache_key, threading.Lock())
         with key_lock:
-            yield
+            yield _LocalFill(self, call)
 
     def put(self, call: UpstreamCall, answer: CachedAnswer, ttl_s: float) -> None:
         with self._guard:
             self._entries[call.cache_key] = (self._clock() + ttl_s, answer)
+
+
+class _LocalFill:
+    def __init__(self, cache: LocalResponseCache, call: UpstreamCall) -> None:
+        self.cache, self.call = cache, call
+
+    def get(self) -> CachedAnswer | None:
+        return self.cache.get(self.call)
+
+    def put(self, answer: CachedAnswer, ttl_s: float) -> None:
+        self.cache.put(self.call, answer, ttl_s)

@@ -30,6 +30,7 @@ import requests
 
 from stock_assets.defs.partitions import MARKET_TIMEZONE, trading_days
 from stock_assets.markets import UnknownExchangeError, exchange_of, sessions
+from stock_assets.yahoo.chart_json import parsed
 
 CHART, AUTH, OTHER = "chart", "auth", "other"
 _QUERY_HOSTS = frozenset({"query1.finance.yahoo.com", "query2.finance.yahoo.com"})
@@ -96,7 +97,7 @@ class UpstreamCall:
     @property
     def range_end(self) -> dt.datetime | None:
         period2 = self.params.get("period2")
-        return dt.datetime.fromtimestamp(int(period2), dt.timezone.utc) if period2 and period2.isdigit() else None
+        return dt.datetime.fromtimestamp(int(period2), dt.UTC) if period2 and period2.isdigit() else None
 
     @property
     def label(self) -> str:
@@ -112,7 +113,7 @@ class UpstreamCall:
     def cache_ttl_s(self, past_ttl_s: float, recent_ttl_s: float, now: dt.datetime | None = None) -> float:
         """Long for a window that ended before today (New York) began, short when it touches today."""
         end = self.range_end
-        now = now or dt.datetime.now(dt.timezone.utc)
+        now = now or dt.datetime.now(dt.UTC)
         today_began = dt.datetime.combine(now.astimezone(_MARKET_TZ).date(), dt.time(0), _MARKET_TZ)
         return past_ttl_s if self.is_history and end is not None and end <= today_began else recent_ttl_s
 
@@ -133,7 +134,7 @@ def judge(call: UpstreamCall, response: requests.Response) -> Judgement:
     if status != 200:
         return Judgement(Verdict.PERMANENT, f"HTTP {status}: {_chart_error(response) or response.reason}")
     try:
-        document = json.loads(response.content)
+        document = parsed(response)
         chart = document["chart"]
     except (ValueError, KeyError, TypeError):
         if _looks_like_html(response):
@@ -161,8 +162,8 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return max((when - dt.datetime.now(dt.timezone.utc)).total_seconds(), 0.0)
+        when = when.replace(tzinfo=dt.UTC)
+    return max((when - dt.datetime.now(dt.UTC)).total_seconds(), 0.0)
 
 
 def _traded_within(call: UpstreamCall, meta: dict[str, Any]) -> bool:
@@ -193,7 +194,7 @@ def _market_date(epoch: int, zone: ZoneInfo = _MARKET_TZ) -> dt.date:
 
 def _chart_error(response: requests.Response) -> str | None:
     try:
-        return response.json()["chart"]["error"]["description"]
+        return parsed(response)["chart"]["error"]["description"]
     except (ValueError, KeyError, TypeError):
         return None
 

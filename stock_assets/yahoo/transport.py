@@ -38,6 +38,7 @@ from requests.adapters import BaseAdapter
 
 from stock_assets.yahoo.breaker import HALF_OPEN, Admission, Breaker, CircuitOpenError
 from stock_assets.yahoo.cache import CachedAnswer, ResponseCache
+from stock_assets.yahoo.chart_json import share
 from stock_assets.yahoo.http_calls import CHART, Judgement, UpstreamCall, Verdict, judge
 from stock_assets.yahoo.limiter import RateLimiter
 from stock_assets.yahoo.live import ConnectFailed
@@ -205,7 +206,7 @@ class GovernedAdapter(BaseAdapter):
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         call = UpstreamCall.of(request, self.governance.policy.scope)
         try:
-            return self._send(request, call, kwargs)
+            return share(self._send(request, call, kwargs))
         except (UpstreamError, UpstreamUnreachable, CircuitOpenError) as err:
             scope = getattr(_observed, "scope", None)
             if scope is not None:
@@ -223,20 +224,19 @@ class GovernedAdapter(BaseAdapter):
         if cache is None:
             return self._fetch_and_remember(request, call, kwargs)[0]
         refresh = is_refreshing()
-        answer = None if refresh else cache.get(call)
-        if answer is None:
-            with cache.lock(call):
-                # Another process may have fetched it while we waited (a refresh asks anyway).
-                answer = None if refresh else cache.get(call)
-                if answer is None:
-                    if refresh:
-                        self._count(cache_refreshes=1)
-                    response, judgement = self._fetch_and_remember(request, call, kwargs)
-                    if judgement.verdict is Verdict.OK and response.status_code == 200:
-                        policy = self.governance.policy
-                        ttl = call.cache_ttl_s(policy.cache_past_ttl_s, policy.cache_recent_ttl_s)
-                        cache.put(call, _answer_of(response), ttl)
-                    return response
+        # One pooled connection per request: the key's lock, the lookup and the fill. A hit waits
+        # only while another process fills the same key, and then gets its answer.
+        with cache.filling(call) as fill:
+            answer = None if refresh else fill.get()
+            if answer is None:
+                if refresh:
+                    self._count(cache_refreshes=1)
+                response, judgement = self._fetch_and_remember(request, call, kwargs)
+                if judgement.verdict is Verdict.OK and response.status_code == 200:
+                    policy = self.governance.policy
+                    ttl = call.cache_ttl_s(policy.cache_past_ttl_s, policy.cache_recent_ttl_s)
+                    fill.put(_answer_of(response), ttl)
+                return response
         self._count(cache_hits=1)
         return _from_memory(request, answer)
 
