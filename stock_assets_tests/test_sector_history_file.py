@@ -148,3 +148,14 @@ def test_sector_classification_merges_the_file_and_fails_cleanly_on_a_bad_one(da
     assert told.startswith(f"{path}, line 2: unknown GICS sector 'Tech'")
     with database.begin() as conn:  # nothing changed
         assert conn.execute(text("SELECT count(*) FROM market.sector_classification")).scalar_one() == before + 1
+
+
+def test_the_readme_example_is_a_valid_file(tmp_path):
+    readme = (settings.PROJECT_DIR / "README.md").read_text()
+    section = readme[readme.index("## Survivorship: past S&P 500 members"):]
+    example = re.search(r"```csv\n(.*?)```", section, re.S).group(1)
+    path = tmp_path / "example.csv"
+    path.write_text(example)
+    merged, report = _merge(path)
+    assert report.symbols_added == ["AABA", "AYI"] and report.periods_replacing_assumptions == 1
+    assert merged[merged["symbol"] == "AYI"]["sector"].tolist() == ["Industrials"]
