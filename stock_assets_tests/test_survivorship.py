@@ -26,6 +26,7 @@ from stock_assets.defs.prices.sensors import GapPolicy, gap_sensor
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.universe.resources import TickerSelection, members_between
 from stock_assets.landing.io_manager import LandingIOManager
+from stock_assets.tooling.health import OK, check_ticker_gaps
 from stock_assets_tests.test_sector_point_in_time import (
     ASSETS,
     RANGE_TAGS,
@@ -123,7 +124,8 @@ def test_a_removed_member_counts_in_its_sector_exactly_while_it_was_a_member(ins
     assert july.loc[("Industrials", dt.date(2018, 7, 1)), "members"] == 1
 
 
-def test_members_the_source_does_not_serve_are_reported_and_the_run_succeeds(instance, resources, database):
+def test_members_the_source_does_not_serve_are_reported_and_the_run_succeeds(instance, resources, database,
+                                                                              monkeypatch):
     _materialize(instance, resources, REFERENCE)
     fetched = _materialize(instance, resources, ["raw_quotes", "cleaned_prices"], FIRST.isoformat(), LAST.isoformat())
     _materialize(instance, resources, ["monthly_prices", *SECTORS], "2018-06-01", "2018-07-01")
@@ -157,6 +159,15 @@ def test_members_the_source_does_not_serve_are_reported_and_the_run_succeeds(ins
     }) as context:
         result = gap_sensor(context)
     assert result.run_requests == [], [r.tags for r in result.run_requests]
+    # And `stock-assets health` finds no missing ticker bar either.
+    monkeypatch.setenv(settings.REPLAY_ARCHIVE_ENV, resources["quotes"].replay_archive)
+    now = dt.datetime(2018, 8, 1, 23, tzinfo=dt.timezone.utc)
+    store = resources["landing_io_manager"].store()
+    health = check_ticker_gaps(instance, database.engine, store, [], now, "replay", lookback_days=70,
+                               selection=POINT_IN_TIME)
+    assert health.status == OK, health.summary
+    assert check_ticker_gaps(instance, database.engine, store, requested, now, "replay",
+                             lookback_days=70).status != OK  # every member on every session: not so
 
 
 def test_without_the_sector_file_the_removed_member_has_no_sector(instance, resources, database, monkeypatch):
@@ -167,3 +178,31 @@ def test_without_the_sector_file_the_removed_member_has_no_sector(instance, reso
                           "2018-06-01")
     metadata = result.asset_materializations_for_node("sector_daily_performance")[0].metadata
     assert metadata["members_without_sector"].value == [REMOVED]
+
+
+def test_a_run_whose_members_are_all_unserved_succeeds(instance, resources, database, tmp_path):
+    """July 2018: AYI is no longer a member, and the archive holds no other member but HON and AAPL,
+    which this archive (AYI only) does not hold: every requested ticker is unknown to it."""
+    only_ayi = tmp_path / "ayi.csv"
+    frame = pd.read_csv(resources["quotes"].replay_archive)
+    frame[frame["Ticker"] == REMOVED].to_csv(only_ayi, index=False)
+    quotes = QuoteClient(replay_archive=str(only_ayi))
+    result = dg.materialize(ASSETS, selection=["raw_quotes", "cleaned_prices"], instance=instance,
+                            resources={**resources, "quotes": quotes}, partition_key="2018-07-02")
+    assert result.success
+    raw = result.asset_materializations_for_node("raw_quotes")[0].metadata
+    assert REMOVED not in raw["tickers_not_served"].value  # not a member any more: not even asked
+    assert raw["tickers_failed"].value == raw["tickers_requested"].value == len(raw["tickers_not_served"].value)
+    assert raw["rows_in_run"].value == 0
+
+
+def test_the_setting_selects_the_point_in_time_universe(monkeypatch):
+    from stock_assets.definitions import build_resources
+
+    monkeypatch.setenv(settings.SP500_MEMBERS_ENV, "point-in-time")
+    assert build_resources()["tickers"].sp500_point_in_time
+    monkeypatch.setenv(settings.SP500_MEMBERS_ENV, "")
+    assert not build_resources()["tickers"].sp500_point_in_time
+    monkeypatch.setenv(settings.SP500_MEMBERS_ENV, "yes")
+    with pytest.raises(ValueError, match="STOCK_ASSETS_SP500_MEMBERS: expected `point-in-time`"):
+        settings.sp500_point_in_time()

@@ -122,7 +122,10 @@ def _all_failed(quotes: QuoteClient, report: FetchReport, symbols, sessions, uns
 def _own_bars(frame: pd.DataFrame, symbols, own_sessions) -> pd.DataFrame:
     """Bars inside the run's window, each on a session of its own exchange."""
     own = {(symbol, day) for symbol in symbols for day in own_sessions[symbol]}
-    return frame[[key in own for key in zip(frame["symbol"], frame["trade_date"])]]
+    # A boolean Series, not a list: an empty list would select no *columns* of an empty frame (a
+    # batch in which every ticker failed, e.g. delisted members).
+    keep = pd.Series([key in own for key in zip(frame["symbol"], frame["trade_date"])], index=frame.index, dtype=bool)
+    return frame[keep]
 
 
 def _run_metadata(context, config, quotes: QuoteClient, report: FetchReport, sessions, rows: int,
