@@ -206,3 +206,20 @@ def test_the_setting_selects_the_point_in_time_universe(monkeypatch):
     monkeypatch.setenv(settings.SP500_MEMBERS_ENV, "yes")
     with pytest.raises(ValueError, match="STOCK_ASSETS_SP500_MEMBERS: expected `point-in-time`"):
         settings.sp500_point_in_time()
+
+
+def test_member_days_without_a_sector_are_reported(instance, resources, database, tmp_path, monkeypatch):
+    """The file covers AYI from 2018-06-01 only: its May days count nowhere, and May says so."""
+    partial = tmp_path / "partial.csv"
+    partial.write_text("symbol,sector,valid_from,valid_to\nAYI,Industrials,2018-06-01,2018-06-18\n")
+    monkeypatch.setenv(settings.SECTOR_HISTORY_ENV, str(partial))
+    _materialize(instance, resources, REFERENCE)
+    _materialize(instance, resources, ["raw_quotes", "cleaned_prices"], "2018-05-01", "2018-06-29")
+    result = _materialize(instance, resources, ["monthly_prices", "sector_daily_performance"], "2018-05-01",
+                          "2018-06-01")
+    by_month = {m.partition: m.metadata for m in result.asset_materializations_for_node("sector_daily_performance")}
+    assert by_month["2018-05-01"]["members_without_sector"].value == [REMOVED]
+    assert by_month["2018-06-01"]["members_without_sector"].value == []
+    daily = _published(database, "sector_daily_performance", "trade_date", dt.date(2018, 5, 1), dt.date(2018, 7, 1))
+    assert daily.loc[("Industrials", dt.date(2018, 5, 31)), "members"] == 1
+    assert daily.loc[("Industrials", dt.date(2018, 6, 1)), "members"] == 2
