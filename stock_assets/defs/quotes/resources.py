@@ -89,7 +89,7 @@ class TickerFetchError(RuntimeError):
 
 class SymbolNotServed(TickerFetchError):
     """The source does not know the symbol at all (Yahoo forgets delisted tickers; the replay knows
-    only what it recorded): reported as not served, not retried."""
+    only what it recorded): listed as `tickers_not_served` besides `failed_tickers`."""
 
 
 @dataclass
