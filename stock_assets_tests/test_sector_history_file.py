@@ -39,7 +39,8 @@ def _merge(path):
 MALFORMED = [
     ("unknown sector", "AABA,Information Technology,1999-12-08,2017-06-19\nXL,Tech Stuff,2010-01-04,2019-06-10\n",
      3, "unknown GICS sector 'Tech Stuff'"),
-    ("bad valid_from", "AABA,Information Technology,12/08/1999,2017-06-19\n", 2, "valid_from '12/08/1999' is not a date"),
+    ("bad valid_from", "AABA,Information Technology,12/08/1999,2017-06-19\n", 2,
+     "valid_from '12/08/1999' is not a date"),
     ("bad valid_to", "AABA,Information Technology,1999-12-08,2017-13-01\n", 2, "valid_to '2017-13-01' is not a date"),
     ("empty valid_from", "AABA,Information Technology,,2017-06-19\n", 2, "valid_from is empty"),
     ("valid_to not after valid_from", "AABA,Information Technology,2017-06-19,2017-06-19\n", 2,
@@ -81,7 +82,8 @@ def test_a_file_without_the_columns_is_refused(tmp_path, content, message):
 
 
 def test_a_missing_file_is_named(tmp_path):
-    with pytest.raises(SectorHistoryError, match=re.escape(f"{tmp_path / 'nope.csv'}: cannot read the sector history file")):
+    told = f"{tmp_path / 'nope.csv'}: cannot read the sector history file"
+    with pytest.raises(SectorHistoryError, match=re.escape(told)):
         read_sector_history(tmp_path / "nope.csv")
 
 

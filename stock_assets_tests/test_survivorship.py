@@ -22,8 +22,10 @@ from sqlalchemy import text
 
 from stock_assets import settings
 from stock_assets.defs.partitions import trading_days
+from stock_assets.defs.prices.gaps import clean_symbols_by_day
 from stock_assets.defs.prices.sensors import GapPolicy, gap_sensor
 from stock_assets.defs.quotes.resources import QuoteClient
+from stock_assets.defs.quotes.ticker_runs import ticker_run_request
 from stock_assets.defs.universe.resources import TickerSelection, members_between
 from stock_assets.landing.io_manager import LandingIOManager
 from stock_assets.tooling.health import OK, check_ticker_gaps
@@ -223,3 +225,16 @@ def test_member_days_without_a_sector_are_reported(instance, resources, database
     daily = _published(database, "sector_daily_performance", "trade_date", dt.date(2018, 5, 1), dt.date(2018, 7, 1))
     assert daily.loc[("Industrials", dt.date(2018, 5, 31)), "members"] == 1
     assert daily.loc[("Industrials", dt.date(2018, 6, 1)), "members"] == 2
+
+
+def test_a_refetch_of_some_tickers_keeps_a_member_to_its_member_days(instance, resources, database):
+    """The runs the new-ticker and gap sensors request (`only_tickers`) cut a member to its member days too."""
+    request = ticker_run_request([REMOVED, "HON"], FIRST, LAST, "test")
+    result = dg.materialize(ASSETS, selection=["raw_quotes", "cleaned_prices"], instance=instance, resources=resources,
+                            tags=request.tags, run_config=request.run_config)
+    assert result.success
+    store = resources["landing_io_manager"].store()
+    present = clean_symbols_by_day(store, trading_days(FIRST, LAST + dt.timedelta(days=1)))
+    assert REMOVED in present[dt.date(2018, 6, 15)] and "HON" in present[dt.date(2018, 6, 15)]
+    assert REMOVED not in present[REMOVED_ON] and "HON" in present[REMOVED_ON]
+    assert not any(REMOVED in symbols for day, symbols in present.items() if day >= REMOVED_ON)

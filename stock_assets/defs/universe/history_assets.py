@@ -82,7 +82,8 @@ def index_membership(context: dg.AssetExecutionContext, database: PostgresResour
     metadata={**asset_metadata("sector_classification"), "source_file": f"stock_assets/data/{GICS_CHANGES_FILE}",
               "source": "S&P Dow Jones Indices / MSCI GICS announcements of 2016, 2018 and 2023; "
                         "stock_assets/data/SOURCES.md",
-              "user_sector_history": f"the CSV named by {settings.SECTOR_HISTORY_ENV}, when set (README 'Survivorship')"},
+              "user_sector_history": f"the CSV named by {settings.SECTOR_HISTORY_ENV}, when set "
+                                     "(README 'Survivorship')"},
 )
 def sector_classification(context: dg.AssetExecutionContext, database: PostgresResource) -> dg.MaterializeResult:
     """GICS sector per symbol and period, into `market.sector_classification` (replaced as a whole).

@@ -181,7 +181,8 @@ def merge_sector_history(bundled: pd.DataFrame, history: SectorHistory,
             end = period.valid_to or POSITIVE_INFINITY
             if symbol in dated_symbols and end > assumed["valid_to"]:
                 raise SectorHistoryError(
-                    f"{history.path}, line {period.line}: {symbol}'s period {period.valid_from}..{period.valid_to or 'today'} "
+                    f"{history.path}, line {period.line}: {symbol}'s period "
+                    f"{period.valid_from}..{period.valid_to or 'today'} "
                     f"overlaps the bundled classification from its dated GICS change of {assumed['valid_to']} "
                     "(gics_sector_changes.csv), which takes precedence; end the period on or before that day")
             if assumed["source"] == CURRENT_SECTOR_SOURCE and period.valid_to is None:
