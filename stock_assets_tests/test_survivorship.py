@@ -152,6 +152,8 @@ def test_members_the_source_does_not_serve_are_reported_and_the_run_succeeds(ins
             "SELECT count(DISTINCT symbol) FROM market.index_membership WHERE valid_from < '2018-07-01' "
             "AND (valid_to IS NULL OR valid_to > '2018-06-01')")).scalar_one()
     assert coverage["index_members_without_prices"].value == members - len(SECTOR_OF)
+    sample = coverage["index_members_without_prices_sample"].value
+    assert len(sample) == 20 and sample == sorted(sample) and not set(sample) & set(SECTOR_OF)
     assert coverage["members_without_sector"].value == []
 
     # The gap sensor asks for nothing: not the unserved members, not AYI after its removal.

@@ -172,6 +172,7 @@ _COVERAGE = text(
     SELECT
         (SELECT count(*) FROM members),
         (SELECT count(*) FROM members WHERE symbol NOT IN (SELECT symbol FROM stored)),
+        (SELECT (array_agg(symbol ORDER BY symbol))[1:20] FROM members WHERE symbol NOT IN (SELECT symbol FROM stored)),
         (SELECT count(*) FROM stored WHERE symbol NOT IN (SELECT symbol FROM members)),
         (SELECT array_agg(DISTINCT p.symbol ORDER BY p.symbol) FROM market.prices p
           JOIN market.index_membership m
@@ -192,12 +193,13 @@ def _coverage(context: dg.AssetExecutionContext, database: PostgresResource) -> 
     with database.begin() as conn:
         for key in context.partition_keys:
             start, end = month_bounds(key)
-            members, missing, outside, unclassified = conn.execute(
+            members, missing, missing_sample, outside, unclassified = conn.execute(
                 _COVERAGE, {"month_start": start, "month_end": end}
             ).one()
             coverage[key] = {
                 "index_members": members,
                 "index_members_without_prices": missing,
+                "index_members_without_prices_sample": dg.MetadataValue.json(list(missing_sample or [])),
                 "stored_symbols_not_in_index": outside,
                 "members_without_sector": dg.MetadataValue.json(list(unclassified or [])),
             }
