@@ -102,9 +102,10 @@ def test_a_removed_member_counts_in_its_sector_exactly_while_it_was_a_member(ins
     requested = members_between(FIRST, LAST + dt.timedelta(days=1))
     assert REMOVED in requested and len(requested) > 500
     assert raw["tickers_requested"].value == len(requested)
-    # One chart request per served ticker for the whole range (the replay refuses unknown symbols
-    # before their chart request).
-    assert raw["history_requests"].value == len(SECTOR_OF)
+    # At most one chart request per ticker for the whole range (the replay refuses an unknown symbol
+    # before its chart request unless yfinance has its time zone cached from an earlier fetch).
+    assert len(SECTOR_OF) <= raw["history_requests"].value <= len(requested)
+    assert raw["retries"].value == 0
 
     daily = _published(database, "sector_daily_performance", "trade_date", FIRST, dt.date(2018, 8, 1))
     friday, monday = dt.date(2018, 6, 15), REMOVED_ON
