@@ -50,7 +50,8 @@ def build_resources() -> dict[str, object]:
         # run and every step process shares them.
         "quotes": QuoteClient(source=settings.quote_source(), database=database,
                               replay_archive=settings.configured_replay_archive()),
-        "tickers": TickerSelection(tickers=settings.configured_tickers() or []),
+        "tickers": TickerSelection(tickers=settings.configured_tickers() or [],
+                                   sp500_point_in_time=settings.sp500_point_in_time()),
         "landing_io_manager": LandingIOManager.from_environment(),
         "gap_policy": GapPolicy(),
         "serving_policy": ServingPolicy(),

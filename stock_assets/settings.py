@@ -25,6 +25,12 @@ is a matter of environment variables, never a code change.
 | STOCK_ASSETS_BATCH_ROWS       | rows a backfill holds in memory at a time (its ticker      | `250000`                     |
 |                               | batch is this divided by the run's sessions)               |                              |
 | STOCK_ASSETS_BATCH_TICKERS    | a fixed number of tickers per batch instead                | from the rows                |
+| STOCK_ASSETS_SECTOR_HISTORY   | a CSV of GICS sectors of past S&P 500 members (symbol,     | none                         |
+|                               | sector,valid_from[,valid_to]), merged into                 |                              |
+|                               | sector_classification (README "Survivorship")             |                              |
+| STOCK_ASSETS_SP500_MEMBERS    | `point-in-time`: also fetch every S&P 500 member of a      | off                          |
+|                               | partition's days, on its member days (README              |                              |
+|                               | "Survivorship")                                            |                              |
 
 Alert channels (STOCK_ASSETS_ALERT_WEBHOOK_URL, _SMTP_URL, _EMAIL_TO, _EMAIL_FROM) are read by
 `stock_assets.defs.operations.alerting`, which documents them.
@@ -158,3 +164,24 @@ def configured_replay_archive() -> str | None:
     """The replay archive's path from the environment, or None for the bundled sample."""
     raw = os.environ.get(REPLAY_ARCHIVE_ENV, "").strip()
     return str(Path(raw).expanduser()) if raw else None
+
+
+SECTOR_HISTORY_ENV = "STOCK_ASSETS_SECTOR_HISTORY"
+SP500_MEMBERS_ENV = "STOCK_ASSETS_SP500_MEMBERS"
+SP500_MEMBERS_POINT_IN_TIME = "point-in-time"
+
+
+def configured_sector_history() -> Path | None:
+    """The user's sector history file (README "Survivorship"), or None for the bundled data only."""
+    raw = os.environ.get(SECTOR_HISTORY_ENV, "").strip()
+    return Path(raw).expanduser() if raw else None
+
+
+def sp500_point_in_time() -> bool:
+    """Whether the pipeline fetches every S&P 500 member of each partition's days (on its member days)."""
+    raw = os.environ.get(SP500_MEMBERS_ENV, "").strip().lower()
+    if raw in ("", "off", "none"):
+        return False
+    if raw == SP500_MEMBERS_POINT_IN_TIME:
+        return True
+    raise ValueError(f"{SP500_MEMBERS_ENV}: expected `{SP500_MEMBERS_POINT_IN_TIME}` or nothing, got {raw[:40]!r}")

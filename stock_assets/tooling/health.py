@@ -533,9 +533,11 @@ def _completeness_window(now: dt.datetime, source: str, lookback_days: int) -> l
 def check_ticker_gaps(
     instance: dg.DagsterInstance | None, engine: Engine | None, store: Any, symbols: list[str], now: dt.datetime,
     source: str, max_stale_sessions: int = 1, lookback_days: int = COMPLETENESS_LOOKBACK_DAYS,
-    instance_error: str | None = None,
+    instance_error: str | None = None, selection: Any = None,
 ) -> CheckResult:
-    """Tickers without a clean bar on a materialized session of the window (see the module doc)."""
+    """Tickers without a clean bar on a materialized session of the window (see the module doc).
+    `selection` (a point-in-time TickerSelection): the window's S&P 500 members on their member
+    days instead of `symbols`, members without a stored bar being not served (README "Survivorship")."""
     from stock_assets.defs.prices.gaps import ticker_holes
 
     with _timed("ticker_gaps") as done:
@@ -544,8 +546,12 @@ def check_ticker_gaps(
         sessions = _completeness_window(now, source, lookback_days)
         if not sessions:
             return done(OK, "no session in the look-back window")
+        extra: dict[str, Any] = {}
+        if selection is not None and selection.sp500_point_in_time:
+            symbols = selection.symbols_between(sessions[0], sessions[-1] + dt.timedelta(days=1))
+            extra = {"member_sessions": selection.member_sessions, "may_be_unserved": selection.index_only(symbols)}
         try:
-            holes = ticker_holes(instance, engine, store, symbols, sessions)
+            holes = ticker_holes(instance, engine, store, symbols, sessions, **extra)
         except Exception as err:  # noqa: BLE001 - an unreadable landing zone is the finding
             return done(FAIL, f"cannot look for missing ticker bars: {_first_line(err)}")
         window = f"{sessions[0]}..{sessions[-1]}"
@@ -604,12 +610,14 @@ def completeness_checks(
 
     try:
         store = LandingIOManager(url=settings.configured_landing_url()).store()  # the runs' landing zone
-        symbols = TickerSelection(tickers=settings.configured_tickers() or []).symbols()
+        selection = TickerSelection(tickers=settings.configured_tickers() or [],
+                                    sp500_point_in_time=settings.sp500_point_in_time())
+        symbols = selection.symbols()
     except Exception as err:  # noqa: BLE001 - a bad landing URL or ticker list is the finding
         return [CheckResult("ticker_gaps", FAIL, f"cannot read the configuration: {_first_line(err)}"),
                 check_warning_checks(instance, now, source, instance_error=instance_error)]
     return [check_ticker_gaps(instance, engine, store, symbols, now, source, max_stale_sessions,
-                              instance_error=instance_error),
+                              instance_error=instance_error, selection=selection),
             check_warning_checks(instance, now, source, instance_error=instance_error)]
 
 

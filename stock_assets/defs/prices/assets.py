@@ -129,9 +129,10 @@ def cleaned_prices(
     keys = list(context.partition_keys)
     sessions = trading_days(start, end)
     session_keys = {day.isoformat() for day in sessions}
-    tracked = tickers.symbols()
-    # Each listing is expected on its own exchange's sessions only (defs/universe/listings.py).
-    own_sessions = _session_keys_by_symbol(tracked, start, end)
+    tracked = tickers.symbols_between(start, end)
+    # Each listing is expected on its own exchange's sessions only (defs/universe/listings.py), a
+    # point-in-time S&P 500 member on its member days only.
+    own_sessions = _session_keys_by_symbol(tracked, start, end, tickers.member_sessions)
     calendars = {id(days): days for days in own_sessions.values()}  # one set per calendar
     listings_per_calendar = Counter(id(days) for days in own_sessions.values())
     any_session = set().union(*calendars.values())
@@ -167,6 +168,10 @@ def cleaned_prices(
                 run.add_cleaned(result)
                 clean_pieces.put_by_chunk(batch, to_table(result.clean), chunks)
                 del raw, result
+        # A point-in-time index member with no raw bar in the whole run is one the source does not
+        # serve (delisted; raw_quotes names it): reported, not expected by tickers_complete.
+        not_served = sorted(tickers.index_only(tracked) - set(batch_of))
+        expected = sorted(set(tracked) - set(not_served))
         # 3. The per-day files and the checks, a month (every ticker) at a time.
         empty = _empty_clean_schema()
         counted_by_day = run.counted_by_day
@@ -177,7 +182,7 @@ def cleaned_prices(
                 clean = _as_raw_frame(table) if table is not None else _empty_clean_frame()
                 del table
                 run.add_clean(clean, days)
-                outcomes += evaluate_checks(clean, run.raw_by_day, counted_by_day, tracked, days, any_session,
+                outcomes += evaluate_checks(clean, run.raw_by_day, counted_by_day, expected, days, any_session,
                                             sessions_by_symbol=own_sessions,
                                             closed_note="NYSE closed" if us_only else "no tracked listing's exchange open",
                                             rejected_reasons=run.reasons_by_day).outcomes
@@ -217,6 +222,8 @@ def cleaned_prices(
             "checks_in_run": dg.MetadataValue.json(evaluation.summary()),
             "listings_described_in_run": run.listings,
             "ticker_batches": len(raw_pieces.batches()),
+            "index_members_not_served": len(not_served),
+            "index_members_not_served_sample": dg.MetadataValue.json(not_served[:SAMPLE_SIZE]),
         },
     )
     # After the Output, so that each result points at the materialization of its day it checked.
@@ -426,11 +433,13 @@ def evaluate_checks(
     return Evaluation(partitions=list(partitions), outcomes=outcomes)
 
 
-def _session_keys_by_symbol(symbols: Sequence[str], start, end) -> dict[str, frozenset[str]]:
-    """Each listing's own sessions in [start, end) as ISO days; listings of one calendar share one set."""
+def _session_keys_by_symbol(symbols: Sequence[str], start, end, restrict=None) -> dict[str, frozenset[str]]:
+    """Each listing's own sessions in [start, end) as ISO days; listings of one calendar share one set.
+    `restrict` cuts a symbol's sessions (TickerSelection.member_sessions: a member's member days)."""
     shared: dict[int, frozenset[str]] = {}
     result = {}
-    for symbol, days in sessions_by_symbol(list(symbols), start, end).items():
+    sessions = sessions_by_symbol(list(symbols), start, end)
+    for symbol, days in (restrict(sessions) if restrict else sessions).items():
         if id(days) not in shared:
             shared[id(days)] = frozenset(day.isoformat() for day in days)
         result[symbol] = shared[id(days)]

@@ -184,7 +184,8 @@ LANDING, WAREHOUSE = "cleaned_prices", "market.prices"
 
 def ticker_holes(
     instance: dg.DagsterInstance, engine: Engine | None, store: LandingStore, symbols: Iterable[str],
-    sessions: list[dt.date], skip_days: Iterable[dt.date] = (),
+    sessions: list[dt.date], skip_days: Iterable[dt.date] = (), member_sessions=None,
+    may_be_unserved: Iterable[str] = (),
 ) -> list[Hole]:
     """Every (ticker, session) that should have a bar and has none, on materialized days.
 
@@ -192,6 +193,10 @@ def ticker_holes(
     read for its symbols only (a materialized day without its file misses every ticker). market.prices is asked about the months loaded after the day's clean
     data was (storage ids of the two materializations), so a month not yet reloaded after a gap
     fill does not show the filled bar as a hole again. Without `engine`, only the landing is read.
+
+    Point-in-time S&P 500 members (TickerSelection): `member_sessions` cuts each symbol's owed
+    sessions to its member days, and a symbol of `may_be_unserved` without a bar on any stored day
+    of the window is one the source does not serve (delisted): not a hole, never refetched.
     """
     symbols = sorted(set(symbols))
     skip = set(skip_days)
@@ -201,8 +206,10 @@ def ticker_holes(
     days = sorted(dt.date.fromisoformat(key) for key in cleaned_at)
     if not days or not symbols:
         return []
-    owed = _owed(symbols, days)
+    owed = _owed(symbols, days, member_sessions)
     present = clean_symbols_by_day(store, days)
+    unserved = set(may_be_unserved) - set().union(*present.values())
+    symbols = [symbol for symbol in symbols if symbol not in unserved]
     # A day Dagster materialized whose file is gone lost every ticker: all of them are holes.
     holes = [Hole(symbol, day, LANDING) for day in days
              for symbol in symbols if day in owed[symbol] and symbol not in present.get(day, ())]
@@ -223,9 +230,12 @@ def ticker_holes(
     return sorted(holes, key=lambda hole: (hole.session, hole.symbol))
 
 
-def _owed(symbols: list[str], days: list[dt.date]) -> dict[str, set[dt.date]]:
+def _owed(symbols: list[str], days: list[dt.date], member_sessions=None) -> dict[str, set[dt.date]]:
     first, end = days[0], days[-1] + dt.timedelta(days=1)
-    return {symbol: set(expected_sessions(symbol, first, end)) for symbol in symbols}
+    owed = {symbol: expected_sessions(symbol, first, end) for symbol in symbols}
+    if member_sessions is not None:
+        owed = member_sessions(owed)
+    return {symbol: set(sessions) for symbol, sessions in owed.items()}
 
 
 def clean_symbols_by_day(store: LandingStore, days: list[dt.date]) -> dict[dt.date, set[str]]:

@@ -73,8 +73,13 @@ def gap_sensor(
             tags={**range_tags(first, last), TRIGGER_TAG: "gap_sensor"},
         ))
 
+    # Point in time (TickerSelection.sp500_point_in_time): the window's members, each on its member
+    # days; a member without a single stored bar is not served (delisted) and is not refetched.
+    symbols = tickers.symbols_between(sessions[0], sessions[-1] + dt.timedelta(days=1)) if sessions else []
     holes = [hole for hole in ticker_holes(context.instance, database.engine, landing_io_manager.store(),
-                                           tickers.symbols(), sessions, skip_days=whole_days)
+                                           symbols, sessions, skip_days=whole_days,
+                                           member_sessions=tickers.member_sessions,
+                                           may_be_unserved=tickers.index_only(symbols))
              if not coverage.covers(hole.symbol, hole.session)]
     tried: dict[str, list] = {key: value for key, value in state.get("holes", {}).items()
                               if key in {str(hole) for hole in holes}}  # filled holes are forgotten

@@ -73,10 +73,12 @@ def raw_quotes(
     listed as `corporate_actions`, which the restatement sensor watches.
     """
     start, end = window_dates(context.partition_time_window)
-    requested = resolve_tickers(config.only_tickers, default=[]) if config.only_tickers else tickers.symbols()
+    requested = (resolve_tickers(config.only_tickers, default=[]) if config.only_tickers
+                 else tickers.symbols_between(start, end))
     # Each listing trades on its own exchange's sessions (NYSE for AAPL, London for OCDO.L): a day
-    # that is a holiday in London but a session in New York asks Yahoo for AAPL only.
-    own_sessions = sessions_by_symbol(requested, start, end)
+    # that is a holiday in London but a session in New York asks Yahoo for AAPL only. A ticker
+    # fetched as a point-in-time S&P 500 member is asked for its member days only.
+    own_sessions = tickers.member_sessions(sessions_by_symbol(requested, start, end))
     symbols = [symbol for symbol in requested if own_sessions[symbol]]
     sessions = sorted({day for symbol in symbols for day in own_sessions[symbol]})
     if not sessions:
@@ -85,9 +87,11 @@ def raw_quotes(
         DayFigures(context.partition_keys).record(context, sessions)
         return dg.Output(empty_raw_frame(), metadata={"rows_in_run": 0, "market_closed": True})
 
+    unserved_ok = tickers.index_only(symbols)
     if config.only_tickers:
-        return _fetch_and_merge(context, config, quotes, symbols, sessions, own_sessions)
-    return _fetch_in_batches(context, config, quotes, symbols, sessions, own_sessions, landing_io_manager)
+        return _fetch_and_merge(context, config, quotes, symbols, sessions, own_sessions, unserved_ok)
+    return _fetch_in_batches(context, config, quotes, symbols, sessions, own_sessions, landing_io_manager,
+                             unserved_ok)
 
 
 def _fetch(quotes: QuoteClient, symbols, sessions, log, refresh_cache: bool, report: FetchReport | None = None):
@@ -105,8 +109,10 @@ def _fetch(quotes: QuoteClient, symbols, sessions, log, refresh_cache: bool, rep
         ) from err
 
 
-def _all_failed(quotes: QuoteClient, report: FetchReport, symbols, sessions) -> None:
-    if len(report.failures) == len(symbols):
+def _all_failed(quotes: QuoteClient, report: FetchReport, symbols, sessions, unserved_ok=frozenset()) -> None:
+    """Every ticker failing means the source is down, unless each is a point-in-time index member
+    the source does not serve (`unserved_ok`: delisted past members are reported, not errors)."""
+    if len(report.failures) == len(symbols) and not set(report.failures) <= set(report.not_served) & set(unserved_ok):
         raise QuoteSourceUnavailable(
             f"Every ticker failed for {sessions[0]}..{sessions[-1]} (source {quotes.source!r}); "
             f"first error: {next(iter(report.failures.values()))}"
@@ -116,7 +122,10 @@ def _all_failed(quotes: QuoteClient, report: FetchReport, symbols, sessions) -> 
 def _own_bars(frame: pd.DataFrame, symbols, own_sessions) -> pd.DataFrame:
     """Bars inside the run's window, each on a session of its own exchange."""
     own = {(symbol, day) for symbol in symbols for day in own_sessions[symbol]}
-    return frame[[key in own for key in zip(frame["symbol"], frame["trade_date"])]]
+    # A boolean Series, not a list: an empty list would select no *columns* of an empty frame (a
+    # batch in which every ticker failed, e.g. delisted members).
+    keep = pd.Series([key in own for key in zip(frame["symbol"], frame["trade_date"])], index=frame.index, dtype=bool)
+    return frame[keep]
 
 
 def _run_metadata(context, config, quotes: QuoteClient, report: FetchReport, sessions, rows: int,
@@ -136,11 +145,12 @@ def _run_metadata(context, config, quotes: QuoteClient, report: FetchReport, ses
     }
 
 
-def _fetch_and_merge(context, config, quotes: QuoteClient, symbols, sessions, own_sessions) -> dg.Output:
+def _fetch_and_merge(context, config, quotes: QuoteClient, symbols, sessions, own_sessions,
+                     unserved_ok=frozenset()) -> dg.Output:
     """A few symbols (a new ticker, a restatement): fetched at once, merged into the stored days by
     the IO manager, which replaces only their rows."""
     frame, report = _fetch(quotes, symbols, sessions, context.log, config.refresh_cache)
-    _all_failed(quotes, report, symbols, sessions)
+    _all_failed(quotes, report, symbols, sessions, unserved_ok)
     frame = _own_bars(frame, symbols, own_sessions)
     # Only what was fetched replaces what is stored: a ticker that failed keeps its old rows.
     frame.attrs[REPLACES_SYMBOLS] = [symbol for symbol in symbols if symbol not in report.failures]
@@ -153,7 +163,7 @@ def _fetch_and_merge(context, config, quotes: QuoteClient, symbols, sessions, ow
 
 
 def _fetch_in_batches(context, config, quotes: QuoteClient, symbols, sessions, own_sessions,
-                      landing: LandingIOManager) -> dg.Output:
+                      landing: LandingIOManager, unserved_ok=frozenset()) -> dg.Output:
     """Every tracked symbol, a batch of tickers at a time (stock_assets/landing/streaming.py): each
     batch is fetched (one request per ticker for the whole range), spooled to local disk and
     dropped; the per-day files are then written a month at a time. Nothing is landed unless the
@@ -173,7 +183,7 @@ def _fetch_in_batches(context, config, quotes: QuoteClient, symbols, sessions, o
             splits += int((frame["stock_splits"] > 0).sum())
             pieces.put_by_chunk(number, to_table(frame), chunks)
             del frame
-        _all_failed(quotes, report, symbols, sessions)
+        _all_failed(quotes, report, symbols, sessions, unserved_ok)
         empty = to_table(empty_raw_frame()).schema
         with stage("raw_quotes: land"):
             for number, days in enumerate(chunks):

@@ -85,12 +85,18 @@ class TickerFetchError(RuntimeError):
     """One ticker could not be fetched; the others go on."""
 
 
+class SymbolNotServed(TickerFetchError):
+    """The source does not know the symbol at all (Yahoo forgets delisted tickers; the replay knows
+    only what it recorded): listed as `tickers_not_served` besides `failed_tickers`."""
+
+
 @dataclass
 class FetchReport:
     """What one batch fetch did, for materialization metadata."""
 
     tickers: int = 0
     failures: dict[str, str] = field(default_factory=dict)
+    not_served: list[str] = field(default_factory=list)  # of `failures`: symbols the source does not know
     trace: Trace = field(default_factory=Trace)
     breaker_state: str = "closed"
     ticker_latencies_s: list[float] = field(default_factory=list)
@@ -116,6 +122,7 @@ class FetchReport:
             "tickers_requested": self.tickers,
             "tickers_failed": len(self.failures),
             "failed_tickers": dg.MetadataValue.json(self.failures),
+            "tickers_not_served": dg.MetadataValue.json(sorted(self.not_served)),
             "upstream_requests": trace.upstream_requests,
             "history_requests": trace.history_requests,
             "cache_hits": trace.cache_hits,
@@ -312,20 +319,20 @@ class QuoteClient(dg.ConfigurableResource):
             except YFPricesMissingError as err:
                 self._raise_governed(symbol, governed)
                 if err.yahoo_reason and "No data found" in err.yahoo_reason:  # the chart's 404 for a symbol
-                    raise TickerFetchError(self._unknown_symbol(symbol, f"Yahoo says {err.yahoo_reason!r}")) from err
+                    raise SymbolNotServed(self._unknown_symbol(symbol, f"Yahoo says {err.yahoo_reason!r}")) from err
                 if err.yahoo_reason:
                     raise TickerFetchError(f"{symbol}: Yahoo says {err.yahoo_reason!r}") from err
                 raise no_bars from err
             except YFTzMissingError as err:
                 self._raise_governed(symbol, governed)
-                raise TickerFetchError(self._unknown_symbol(symbol, "no exchange time zone")) from err
+                raise SymbolNotServed(self._unknown_symbol(symbol, "no exchange time zone")) from err
             except Exception as err:  # yfinance lets transport errors through under several classes
                 self._raise_governed(symbol, governed)
                 if _is_connection_failure(err):
                     raise _unreachable(self.source, err) from err
                 status = getattr(getattr(err, "response", None), "status_code", None)
                 if status == 404:
-                    raise TickerFetchError(self._unknown_symbol(symbol, "HTTP 404")) from err
+                    raise SymbolNotServed(self._unknown_symbol(symbol, "HTTP 404")) from err
                 raise TickerFetchError(f"{symbol}: {type(err).__name__}: {err}") from err
             if history.empty:
                 self._raise_governed(symbol, governed)  # yfinance may have swallowed the cause
@@ -366,6 +373,8 @@ class QuoteClient(dg.ConfigurableResource):
                         frames[symbol] = future.result()
                     except TickerFetchError as err:
                         report.failures[symbol] = str(err)
+                        if isinstance(err, SymbolNotServed):
+                            report.not_served.append(symbol)
                         if log:
                             log.warning(str(err))
             except BaseException as err:

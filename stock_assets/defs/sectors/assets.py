@@ -172,10 +172,14 @@ _COVERAGE = text(
     SELECT
         (SELECT count(*) FROM members),
         (SELECT count(*) FROM members WHERE symbol NOT IN (SELECT symbol FROM stored)),
+        (SELECT (array_agg(symbol ORDER BY symbol))[1:20] FROM members WHERE symbol NOT IN (SELECT symbol FROM stored)),
         (SELECT count(*) FROM stored WHERE symbol NOT IN (SELECT symbol FROM members)),
-        (SELECT array_agg(s.symbol ORDER BY s.symbol) FROM stored s
-          WHERE s.symbol IN (SELECT symbol FROM members)
-            AND NOT EXISTS (SELECT 1 FROM market.sector_classification c WHERE c.symbol = s.symbol))
+        (SELECT array_agg(DISTINCT p.symbol ORDER BY p.symbol) FROM market.prices p
+          JOIN market.index_membership m
+            ON m.symbol = p.symbol AND p.trade_date >= m.valid_from AND (m.valid_to IS NULL OR p.trade_date < m.valid_to)
+          WHERE p.trade_date >= :month_start AND p.trade_date < :month_end
+            AND NOT EXISTS (SELECT 1 FROM market.sector_classification c WHERE c.symbol = p.symbol
+                            AND p.trade_date >= c.valid_from AND p.trade_date < c.valid_to))
     """
 )
 
@@ -183,17 +187,19 @@ _COVERAGE = text(
 def _coverage(context: dg.AssetExecutionContext, database: PostgresResource) -> dict[str, dict[str, object]]:
     """Per month: index members, members without stored prices (untracked, or delisted tickers Yahoo
     no longer serves: reported, not an error), stored symbols outside the index that month, and
-    members with prices but no sector."""
+    members with prices on a member day without a sector that day (a past member missing from the
+    user's sector history file, or covered only in part: those days do not count)."""
     coverage = {}
     with database.begin() as conn:
         for key in context.partition_keys:
             start, end = month_bounds(key)
-            members, missing, outside, unclassified = conn.execute(
+            members, missing, missing_sample, outside, unclassified = conn.execute(
                 _COVERAGE, {"month_start": start, "month_end": end}
             ).one()
             coverage[key] = {
                 "index_members": members,
                 "index_members_without_prices": missing,
+                "index_members_without_prices_sample": dg.MetadataValue.json(list(missing_sample or [])),
                 "stored_symbols_not_in_index": outside,
                 "members_without_sector": dg.MetadataValue.json(list(unclassified or [])),
             }

@@ -11,6 +11,7 @@ import dagster as dg
 import pandas as pd
 from sqlalchemy import text
 
+from stock_assets import settings
 from stock_assets.database.resource import PostgresResource
 from stock_assets.defs.metadata import asset_metadata
 from stock_assets.defs.universe.history import (
@@ -20,11 +21,15 @@ from stock_assets.defs.universe.history import (
     gics_changes,
     membership_intervals,
 )
+from stock_assets.defs.universe.sector_history import SectorHistoryError, merge_sector_history, read_sector_history
 
 
-def _data_version(frame: pd.DataFrame) -> dg.DataVersion:
+def _data_version(frame: pd.DataFrame, *extra: str) -> dg.DataVersion:
     """The content's hash: unchanged history, unchanged version (automation can tell a no-op refresh)."""
-    return dg.DataVersion(hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()[:16])
+    digest = hashlib.sha256(frame.to_csv(index=False).encode())
+    for part in extra:
+        digest.update(part.encode())
+    return dg.DataVersion(digest.hexdigest()[:16])
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
@@ -76,7 +81,9 @@ def index_membership(context: dg.AssetExecutionContext, database: PostgresResour
     code_version="1",
     metadata={**asset_metadata("sector_classification"), "source_file": f"stock_assets/data/{GICS_CHANGES_FILE}",
               "source": "S&P Dow Jones Indices / MSCI GICS announcements of 2016, 2018 and 2023; "
-                        "stock_assets/data/SOURCES.md"},
+                        "stock_assets/data/SOURCES.md",
+              "user_sector_history": f"the CSV named by {settings.SECTOR_HISTORY_ENV}, when set "
+                                     "(README 'Survivorship')"},
 )
 def sector_classification(context: dg.AssetExecutionContext, database: PostgresResource) -> dg.MaterializeResult:
     """GICS sector per symbol and period, into `market.sector_classification` (replaced as a whole).
@@ -88,8 +95,20 @@ def sector_classification(context: dg.AssetExecutionContext, database: PostgresR
     GOOGL until 2018-09-21, AMT Financials until 2016-08-31. The dated changes are also stored as
     published, in `market.gics_sector_changes`. Fails, changing nothing, when the history and
     today's sectors disagree.
+
+    Past members the bundled data does not know (removed before today's list) get their sectors
+    from the user's sector history file, `STOCK_ASSETS_SECTOR_HISTORY` (README "Survivorship"):
+    its periods classify unknown symbols, and replace the bundled assumption before a known
+    symbol's first dated change; a period overlapping a bundled fact, or a malformed file, fails
+    the run with the file, line and problem, changing nothing. The file's content hash is part of
+    the data version, so a changed file makes the sector figures stale.
     """
     changes = gics_changes()
+    history_path = settings.configured_sector_history()
+    try:
+        history = read_sector_history(history_path) if history_path else None
+    except SectorHistoryError as err:
+        raise dg.Failure(description=str(err), allow_retries=False) from err
     with database.begin() as conn:
         current = pd.DataFrame(
             conn.execute(text("SELECT symbol, sector FROM market.ticker_universe")).all(), columns=["symbol", "sector"]
@@ -98,6 +117,12 @@ def sector_classification(context: dg.AssetExecutionContext, database: PostgresR
             raise dg.Failure("market.ticker_universe is empty: materialize ticker_universe first, "
                              "today's sectors are where the classification history starts from")
         periods = classification_intervals(current, changes)
+        merged = None
+        if history is not None:
+            try:
+                periods, merged = merge_sector_history(periods, history, set(changes["symbol"]))
+            except SectorHistoryError as err:
+                raise dg.Failure(description=str(err), allow_retries=False) from err
         conn.execute(text("DELETE FROM market.gics_sector_changes"))
         conn.execute(
             text("INSERT INTO market.gics_sector_changes (symbol, effective_date, from_sector, to_sector, change) "
@@ -113,9 +138,10 @@ def sector_classification(context: dg.AssetExecutionContext, database: PostgresR
     moved = sorted(set(changes["symbol"]) & set(current["symbol"]))
     context.log.info("Classification: %d periods of %d symbols; %d of today's symbols changed sector",
                      len(periods), periods["symbol"].nunique(), len(moved))
-    return dg.MaterializeResult(data_version=_data_version(periods), metadata={
+    return dg.MaterializeResult(data_version=_data_version(periods, history.sha256 if history else ""), metadata={
         "dagster/row_count": len(periods),
         "gics_changes": len(changes),
+        **_sector_history_metadata(history, merged),
         "symbols_reclassified": len(moved),
         "changes": dg.MetadataValue.md(
             "| effective | change | symbols |\n|---|---|---:|\n" + "\n".join(
@@ -124,3 +150,17 @@ def sector_classification(context: dg.AssetExecutionContext, database: PostgresR
             )
         ),
     })
+
+
+def _sector_history_metadata(history, merged) -> dict[str, object]:
+    """What the user's sector history file contributed (README "Survivorship")."""
+    if history is None:
+        return {"sector_history_file": dg.MetadataValue.text(f"none ({settings.SECTOR_HISTORY_ENV} not set)")}
+    return {
+        "sector_history_file": dg.MetadataValue.path(str(history.path)),
+        "sector_history_sha256": history.sha256,
+        "sector_history_periods": merged.periods_added,
+        "sector_history_symbols_added": len(merged.symbols_added),
+        "sector_history_symbols": dg.MetadataValue.json(merged.symbols_added[:50]),
+        "sector_history_periods_replacing_assumptions": merged.periods_replacing_assumptions,
+    }
