@@ -18,6 +18,7 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
+from stock_assets.database.resource import PostgresResource
 from stock_assets.database.urls import with_driver
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.testing.yahoo_emulator import YahooEmulator, history_as_known_on
@@ -299,3 +300,17 @@ def test_retry_after_is_read_as_seconds_or_as_a_date():
     in_30s = email.utils.format_datetime(dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=30), usegmt=True)
     assert parse_retry_after(in_30s) == pytest.approx(30, abs=1.5)
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+def test_more_fetch_threads_than_the_pool_can_serve_do_not_wait_on_each_other(database_url):
+    # A cached request holds a pooled connection (the key's lock) while it asks the breaker on a
+    # second one: with 4 threads on a pool of 2, every thread held one and waited for another.
+    small_pool = PostgresResource(url=database_url, pool_size=1, max_overflow=1, pool_timeout_s=3)
+    symbols = list(PriceArchive.bundled().symbols[:8])
+    emulator = YahooEmulator(rate_per_s=1000, burst=100)
+    with emulator.serve() as url:
+        client = QuoteClient(source="yahoo", upstream_url=url, database=small_pool, scope=_name(), rate_per_s=0,
+                             max_retries=0, max_parallel_tickers=4)
+        frame, report = client.fetch(symbols, dt.date(2020, 8, 24), dt.date(2020, 8, 29))
+    assert report.failures == {}
+    assert sorted(frame["symbol"].unique()) == sorted(symbols) and len(frame) == 8 * 5

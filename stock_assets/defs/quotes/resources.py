@@ -363,7 +363,7 @@ class QuoteClient(dg.ConfigurableResource):
         report.tickers += len(symbols)  # a streamed backfill adds each ticker batch to one report
         frames: dict[str, pd.DataFrame] = {}
         session = self.session
-        workers = max(1, min(self.max_parallel_tickers, len(symbols)))
+        workers = max(1, min(self.max_parallel_tickers, len(symbols), self._threads_the_pool_serves()))
         with _session_lease(session), ThreadPoolExecutor(workers, thread_name_prefix="quotes") as pool:
             futures = {pool.submit(self._fetch_one, symbol, start, end, report, refresh_cache): symbol for symbol in symbols}
             try:
@@ -387,6 +387,15 @@ class QuoteClient(dg.ConfigurableResource):
         ordered = [frames[symbol] for symbol in symbols if symbol in frames]
         frame = pd.concat(ordered, ignore_index=True) if ordered else empty_raw_frame()
         return frame, report
+
+    def _threads_the_pool_serves(self) -> int:
+        """How many fetch threads the database pool can serve: a request holds one pooled connection
+        for the response cache's key lock while it asks the breaker (and limiter) on another, so
+        more threads than half the pool would wait on each other for a connection, each holding
+        the one another needs."""
+        if self.database is None:
+            return self.max_parallel_tickers
+        return max(1, (self.database.pool_size + self.database.max_overflow) // 2)
 
     def _fetch_one(self, symbol: str, start: dt.date, end: dt.date, report: FetchReport,
                    refresh_cache: bool = False) -> pd.DataFrame:
