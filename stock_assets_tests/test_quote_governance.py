@@ -145,6 +145,31 @@ def test_opens_after_consecutive_transient_failures_and_fails_fast_naming_the_ca
     assert 59 < raised.value.retry_in_s <= 60
 
 
+def test_admission_read_on_the_requests_own_connection_sees_every_other_process(engines):
+    # A cached request asks the breaker on the connection that holds its cache key's lock: the
+    # closed-and-quiet case is one read there, and must still see what other processes recorded.
+    policy = BreakerPolicy(threshold=3, cooldown_s=60)
+    name = _name()
+    here, elsewhere = (PostgresBreaker(engine, name, policy) for engine in engines)
+    with engines[0].connect() as request_connection:
+        quiet = here.admit(via=request_connection)
+        assert quiet.quiet and here.record(quiet, ok=True) == CLOSED
+
+        for _ in range(2):
+            elsewhere.record(elsewhere.admit(), ok=False, cause="HTTP 503")
+        counted = here.admit(via=request_connection)
+        assert not counted.quiet  # failures are counted: a success must reset them
+        here.record(counted, ok=True)
+        with engines[1].connect() as conn:
+            assert conn.execute(text("SELECT failures FROM quotes.breakers WHERE name = :n"), {"n": name}).scalar() == 0
+
+        for _ in range(3):
+            elsewhere.record(elsewhere.admit(), ok=False, cause="XOM: ReadTimeout")
+        with pytest.raises(CircuitOpenError) as raised:
+            here.admit(via=request_connection)
+        assert raised.value.state == OPEN and "XOM: ReadTimeout" in str(raised.value)
+
+
 def test_after_the_cooldown_exactly_one_probe_goes_through(make_breaker):
     handles = make_breaker(BreakerPolicy(threshold=1, cooldown_s=0.2, probe_timeout_s=30))
     handles[0].record(handles[0].admit(), ok=False, cause="HTTP 502 Bad Gateway")

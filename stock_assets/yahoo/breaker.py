@@ -21,9 +21,10 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+_QUIET = text("SELECT state, failures FROM quotes.breakers WHERE name = :name")
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,12 @@ class BreakerPolicy:
 
 @dataclass(frozen=True)
 class Admission:
-    """A request the breaker let through; `probe` is True for the single half-open probe."""
+    """A request the breaker let through; `probe` is True for the single half-open probe. `quiet`:
+    the breaker was closed with no failure counted when it let the request through, so a success
+    has nothing to reset."""
 
     probe: bool = False
+    quiet: bool = False
 
 
 class CircuitOpenError(RuntimeError):
@@ -60,8 +64,9 @@ class Breaker(Protocol):
     name: str
     policy: BreakerPolicy
 
-    def admit(self) -> Admission:
-        """Let a request through, or raise CircuitOpenError."""
+    def admit(self, via: Connection | None = None) -> Admission:
+        """Let a request through, or raise CircuitOpenError. `via`: a connection already open for
+        this request (the response cache's), for the common closed case's read."""
 
     def record(self, admission: Admission, ok: bool, cause: str | None = None) -> str:
         """The outcome of an admitted request; returns the state afterwards."""
@@ -78,7 +83,14 @@ class PostgresBreaker:
     def __init__(self, engine: Engine, name: str, policy: BreakerPolicy) -> None:
         self.engine, self.name, self.policy = engine, name, policy
 
-    def admit(self) -> Admission:
+    def admit(self, via: Connection | None = None) -> Admission:
+        if via is not None:
+            # The common case, closed with nothing counted, is a plain read on the request's own
+            # connection; anything else takes the row lock in a transaction of its own, so a
+            # half-open probe is never held by the (long) transaction of a cache fill.
+            row = via.execute(_QUIET, {"name": self.name}).one_or_none()
+            if row is None or (row.state == CLOSED and row.failures == 0):
+                return Admission(quiet=True)
         with self.engine.begin() as conn:
             row = conn.execute(
                 text("SELECT * FROM quotes.breaker_admit(:name, :probe_timeout)"),
@@ -89,6 +101,10 @@ class PostgresBreaker:
         return Admission(probe=row.probe)
 
     def record(self, admission: Admission, ok: bool, cause: str | None = None) -> str:
+        if ok and admission.quiet:
+            # Nothing to reset. (A failure another process counted since the admission stays
+            # counted: consecutive means without a success seen at admission.)
+            return CLOSED
         with self.engine.begin() as conn:
             return conn.execute(
                 text("SELECT quotes.breaker_record(:name, :ok, :probe, :cause, :threshold, :cooldown)"),
@@ -117,7 +133,7 @@ class LocalBreaker:
         self._open_until = self._probe_started = 0.0
         self._cause: str | None = None
 
-    def admit(self) -> Admission:
+    def admit(self, via: Connection | None = None) -> Admission:
         with self._lock:
             now = time.monotonic()
             if self._state == CLOSED:

@@ -59,6 +59,8 @@ class CachedAnswer:
 class CacheFill(Protocol):
     """The exclusive right to fill one key (see `ResponseCache.filling`)."""
 
+    connection: Connection | None  # the database connection holding the key's lock, if any
+
     def get(self) -> CachedAnswer | None:
         """The answer stored meanwhile (by another process), if any."""
 
@@ -95,6 +97,7 @@ class _PostgresFill:
 
     def __init__(self, conn: Connection, call: UpstreamCall) -> None:
         self.conn, self.call = conn, call
+        self.connection = conn
 
     def get(self) -> CachedAnswer | None:
         return _select(self.conn, self.call)
@@ -144,6 +147,8 @@ class LocalResponseCache:
 
 
 class _LocalFill:
+    connection = None
+
     def __init__(self, cache: LocalResponseCache, call: UpstreamCall) -> None:
         self.cache, self.call = cache, call
 

@@ -35,6 +35,7 @@ import requests
 import tenacity
 import urllib3
 from requests.adapters import BaseAdapter
+from sqlalchemy import Connection
 
 from stock_assets.yahoo.breaker import HALF_OPEN, Admission, Breaker, CircuitOpenError
 from stock_assets.yahoo.cache import CachedAnswer, ResponseCache
@@ -231,7 +232,7 @@ class GovernedAdapter(BaseAdapter):
             if answer is None:
                 if refresh:
                     self._count(cache_refreshes=1)
-                response, judgement = self._fetch_and_remember(request, call, kwargs)
+                response, judgement = self._fetch_and_remember(request, call, kwargs, via=fill.connection)
                 if judgement.verdict is Verdict.OK and response.status_code == 200:
                     policy = self.governance.policy
                     ttl = call.cache_ttl_s(policy.cache_past_ttl_s, policy.cache_recent_ttl_s)
@@ -240,8 +241,9 @@ class GovernedAdapter(BaseAdapter):
         self._count(cache_hits=1)
         return _from_memory(request, answer)
 
-    def _fetch_and_remember(self, request, call: UpstreamCall, kwargs: dict) -> tuple[requests.Response, Judgement]:
-        response, judgement = self._upstream(request, call, kwargs)
+    def _fetch_and_remember(self, request, call: UpstreamCall, kwargs: dict,
+                            via: Connection | None = None) -> tuple[requests.Response, Judgement]:
+        response, judgement = self._upstream(request, call, kwargs, via)
         if judgement.verdict is Verdict.PERMANENT and response.status_code in _REMEMBERED_STATUSES:
             with self._refusals_lock:
                 expires = time.monotonic() + self.governance.policy.refusal_memory_s
@@ -253,7 +255,8 @@ class GovernedAdapter(BaseAdapter):
             entry = self._refusals.get(call.cache_key)
         return entry[1] if entry and entry[0] > time.monotonic() else None
 
-    def _upstream(self, request, call: UpstreamCall, kwargs: dict) -> tuple[requests.Response, Judgement]:
+    def _upstream(self, request, call: UpstreamCall, kwargs: dict,
+                  via: Connection | None = None) -> tuple[requests.Response, Judgement]:
         policy = self.governance.policy
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(policy.max_retries + 1) | _TooLongToWait(policy.max_retry_after_s),
@@ -264,7 +267,7 @@ class GovernedAdapter(BaseAdapter):
             reraise=True,
         )
         try:
-            return retrying(self._attempt, request, call, kwargs)
+            return retrying(self._attempt, request, call, kwargs, via)
         except _Transient as failure:
             attempts = retrying.statistics.get("attempt_number", policy.max_retries + 1)
             if failure.judgement.verdict is Verdict.EMPTY and failure.response is not None:
@@ -276,9 +279,10 @@ class GovernedAdapter(BaseAdapter):
                 self.governance.breaker.record_failure(str(error))  # one failure per exhausted request
             raise error from failure.__cause__
 
-    def _attempt(self, request, call: UpstreamCall, kwargs: dict) -> tuple[requests.Response, Judgement]:
+    def _attempt(self, request, call: UpstreamCall, kwargs: dict,
+                 via: Connection | None = None) -> tuple[requests.Response, Judgement]:
         governance = self.governance
-        admission = self._admit()
+        admission = self._admit(via)
         waited = governance.limiter.acquire()
         began = time.perf_counter()
         try:
@@ -317,14 +321,14 @@ class GovernedAdapter(BaseAdapter):
             governance.breaker.record(admission, ok=False, cause=f"{call.label}: {judgement.reason}")
         raise _Transient(judgement, response)
 
-    def _admit(self) -> Admission:
+    def _admit(self, via: Connection | None = None) -> Admission:
         """Admission from the breaker. While a probe is in flight (half-open), wait for its outcome
         for up to the probe timeout rather than failing: the probe is likely to close it."""
         breaker = self.governance.breaker
         deadline = time.monotonic() + breaker.policy.probe_timeout_s
         while True:
             try:
-                return breaker.admit()
+                return breaker.admit(via)
             except CircuitOpenError as err:
                 if err.state != HALF_OPEN or time.monotonic() >= deadline:
                     raise
