@@ -59,3 +59,20 @@ def test_a_new_listing_outside_the_index_gets_its_history(database):
     assert [tuple(row) for row in listed] == [("AAPL", "XNYS", "America/New_York", "USD", True),
                                               ("OCDO.L", "XLON", "Europe/London", "GBP", True),
                                               ("QQQ", "XNYS", "America/New_York", "USD", True)]
+
+
+def test_more_new_tickers_than_a_batch_holds_get_the_streamed_backfill_not_one_merge(database, monkeypatch):
+    # 1,214 sessions at 2,500 rows a batch: 2 tickers a batch. Three new ones would be merged in
+    # memory at once; the regular backfill streams every tracked ticker in batches instead.
+    monkeypatch.setenv("STOCK_ASSETS_BATCH_ROWS", "2500")
+    _track(database, ["AAPL"])
+    first = _evaluate(database, None)
+    _track(database, ["AAPL", "KO", "MSFT", "NVDA"])
+    [request] = _evaluate(database, first.cursor).run_requests
+    assert request.run_config == {}  # no only_tickers: every tracked ticker, in batches
+    assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == ("2016-01-01", "2020-10-27")
+    assert request.tags["stock_assets/tickers"] == "KO,MSFT,NVDA"
+
+    _track(database, ["AAPL", "KO", "MSFT", "NVDA", "PG", "WMT"])  # two fit one batch: merged
+    [request] = _evaluate(database, json.dumps(["AAPL", "KO", "MSFT", "NVDA"])).run_requests
+    assert request.run_config == {"ops": {"raw_quotes": {"config": {"only_tickers": ["PG", "WMT"]}}}}

@@ -8,13 +8,25 @@ from sqlalchemy import text
 
 from stock_assets.database.resource import PostgresResource
 from stock_assets.defs.jobs import daily_prices_job
-from stock_assets.defs.partitions import FIRST_DAY
+from stock_assets.defs.partitions import FIRST_DAY, range_tags, trading_days
 from stock_assets.defs.quotes.resources import QuoteClient
-from stock_assets.defs.quotes.ticker_runs import ticker_run_request
+from stock_assets.defs.quotes.ticker_runs import TICKERS_TAG, TRIGGER_TAG, ticker_run_request, tickers_tag
+from stock_assets.landing.streaming import tickers_per_batch
 
 
 def history_backfill(symbols: list[str], first: dt.date, last: dt.date, trigger: str) -> dg.RunRequest:
-    """One run fetching `symbols` over [first, last] and merging them into the stored days."""
+    """One run fetching `symbols` over [first, last] and merging them into the stored days.
+
+    More new tickers than one streaming batch holds (a universe switched to point-in-time S&P 500
+    membership adds ~700 at once) would have their whole history merged in memory at once. Then the
+    run is the regular backfill of every tracked ticker instead, which streams in ticker batches
+    (stock_assets/landing/streaming.py); it costs one request per ticker, as the merge would.
+    """
+    if len(symbols) > tickers_per_batch(len(trading_days(first, last + dt.timedelta(days=1)))):
+        return dg.RunRequest(
+            run_key=f"{trigger}:{len(symbols)}-new-tickers:{first}:{last}",
+            tags={**range_tags(first, last), TRIGGER_TAG: trigger, TICKERS_TAG: tickers_tag(symbols)},
+        )
     return ticker_run_request(symbols, first, last, trigger)
 
 
