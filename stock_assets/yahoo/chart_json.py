@@ -4,7 +4,8 @@ Three readers look at every chart answer: the governed transport (is it complete
 the missing-volume watcher (`volumes.py`) and yfinance (`response.json()`). A 20-year answer is
 about 300 KB; parsing it three times with the standard library cost ~7 ms per ticker, a tenth of
 the fetch. `parsed(response)` parses it once, with orjson, and keeps the result on the response;
-`share(response)` makes the response's own `json()` hand yfinance that same document.
+`share(response)` makes the response's own `json()` hand yfinance that same document, which the
+response then forgets.
 """
 
 from __future__ import annotations
@@ -41,9 +42,13 @@ def share(response: requests.Response) -> requests.Response:
         if kwargs:  # a caller with its own decoder options gets requests' own parse
             return requests.Response.json(response, **kwargs)
         try:
-            return parsed(response)
+            document = parsed(response)
         except ValueError:
             return requests.Response.json(response)
+        # yfinance reads last: the response lets go of the document (a 20-year answer is ~2 MB of
+        # Python objects, and yfinance keeps recent responses in a cache of its own).
+        response.__dict__.pop(_PARSED, None)
+        return document
 
     response.json = json  # type: ignore[method-assign]
     return response
