@@ -23,7 +23,7 @@ def test_bench_load_prints_one_json_object(database_url, state_dir):
     assert len(lines) == 1
     figures = json.loads(lines[0])
     assert figures["rows"] == 6000
-    for key in ("project", "copy_limit", "pandas_to_sql", "executemany"):
+    for key in ("project", "copy_limit", "pandas_to_sql", "executemany", "psycopg_write_row"):
         assert figures["rows_per_s"][key] > 0
     assert figures["project_vs_copy"] == round(figures["project"] / figures["copy_limit"], 3)
     assert figures["peak_rss_mb"] > 0

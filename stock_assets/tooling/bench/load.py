@@ -1,4 +1,5 @@
-"""Load N generated OHLCV rows: the project's loader against raw COPY, pandas to_sql and executemany."""
+"""Load N generated OHLCV rows: the project's loader against raw COPY, psycopg's write_row, pgpq's Arrow
+encoder (when installed), pandas to_sql and executemany."""
 
 from __future__ import annotations
 
@@ -94,6 +95,14 @@ def _measure(url: str, rows: int, tickers: int, baseline_rows: int, workers: int
             if copied != loaded:
                 raise RuntimeError(f"pgpq's COPY stored {copied} of {loaded} rows")
             conn.execute("TRUNCATE bench_plain")
+        # psycopg's own row writer: the same binary COPY, fed one Python tuple at a time.
+        began = time.perf_counter()
+        _write_rows(conn, months)
+        figures["psycopg_write_row"] = loaded / (time.perf_counter() - began)
+        copied = conn.execute("SELECT count(*) FROM bench_plain").fetchone()[0]
+        if copied != loaded:
+            raise RuntimeError(f"write_row stored {copied} of {loaded} rows")
+        conn.execute("TRUNCATE bench_plain")
 
     sample = pd.concat([frame for _, frame in months]).iloc[:baseline_rows]
     engine = create_engine(with_driver(url, "psycopg"))
@@ -126,6 +135,7 @@ def _measure(url: str, rows: int, tickers: int, baseline_rows: int, workers: int
             "pandas_to_sql": round(figures["pandas_to_sql"]),
             "executemany": round(figures["executemany"]),
             **({"pgpq_copy": round(figures["pgpq_copy"])} if "pgpq_copy" in figures else {}),
+            "psycopg_write_row": round(figures["psycopg_write_row"]),
         },
         "project": round(project),
         "copy_limit": round(figures["copy_limit"]),
@@ -149,6 +159,16 @@ def _copy_plain(conn: psycopg.Connection, months: list[tuple[dt.date, pd.DataFra
     with conn.cursor() as cur, cur.copy(sql.SQL("COPY bench_plain FROM STDIN (FORMAT BINARY)")) as copy:
         for payload in copy_payloads((chunk for _, frame in months for chunk in _chunks(frame)), COPY_COLUMNS):
             copy.write(payload)
+
+
+def _write_rows(conn: psycopg.Connection, months: list[tuple[dt.date, pd.DataFrame]]) -> None:
+    names = [name for name, _ in COPY_COLUMNS]
+    with conn.cursor() as cur, cur.copy(sql.SQL("COPY bench_plain FROM STDIN (FORMAT BINARY)")) as copy:
+        copy.set_types([kind for _, kind in COPY_COLUMNS])
+        for _, frame in months:
+            for chunk in _chunks(frame):
+                for row in chunk[names].itertuples(index=False, name=None):
+                    copy.write_row(row)
 
 
 def _pgpq_copy():
