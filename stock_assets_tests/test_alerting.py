@@ -15,7 +15,7 @@ from aiosmtpd.controller import Controller
 from stock_assets.defs.operations import alerting
 from stock_assets.defs.operations.alerting import AlertConfigError, AlertDeliveryError, configured_channels
 from stock_assets.defs.operations.sensors import evaluate_data_alerts, run_failure_reporter
-from stock_assets.tooling.health import CheckResult
+from stock_assets.health import CheckResult
 from stock_assets_tests.test_health import _at, _materialize_days
 
 

@@ -26,7 +26,7 @@ from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.landing.io_manager import LandingIOManager
 from stock_assets.testing.yahoo_emulator import YahooEmulator
-from stock_assets.tooling.health import (
+from stock_assets.health import (
     FAIL,
     NOT_CONFIGURED,
     OK,

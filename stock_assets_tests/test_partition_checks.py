@@ -32,7 +32,7 @@ from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.instance.environment import postgres_storage
 from stock_assets.landing.io_manager import LandingIOManager
-from stock_assets.tooling.health import FAIL, OK, check_daily_partitions
+from stock_assets.health import FAIL, OK, check_daily_partitions
 
 ASSET = dg.AssetKey("cleaned_prices")
 CHECK_KEYS = {spec.name: dg.AssetCheckKey(ASSET, spec.name) for spec in CHECKS}

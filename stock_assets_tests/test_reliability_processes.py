@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from stock_assets import settings
 from stock_assets.instance.dead_runs import find_dead_runs, held_slots, process_tags
-from stock_assets.tooling.health import check_runs
+from stock_assets.health import check_runs
 
 pytestmark = pytest.mark.reliability
 

@@ -324,7 +324,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _health(args: argparse.Namespace) -> int:
-    from stock_assets.tooling.health import run_health
+    from stock_assets.health import run_health
 
     report = run_health(max_stale_sessions=args.max_stale_sessions)
     print(report.to_json() if args.json else report.render())

@@ -5,8 +5,10 @@ import json
 
 import dagster as dg
 
+from stock_assets import settings
 from stock_assets.defs.operations.alerting import RUN_FAILURE, Alert, data_alerts, send_alert
 from stock_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
+from stock_assets.health import check_daily_partitions
 from stock_assets.instance.dead_runs import reap_dead_runs
 
 
@@ -60,9 +62,6 @@ def data_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
 
 
 def evaluate_data_alerts(context: dg.SensorEvaluationContext, now: dt.datetime) -> dg.SkipReason:
-    from stock_assets import settings
-    from stock_assets.tooling.health import check_daily_partitions
-
     result = check_daily_partitions(context.instance, None, now, settings.quote_source())
     findings = data_alerts(result)
     sent = set(json.loads(context.cursor or "[]"))
