@@ -538,7 +538,7 @@ def check_ticker_gaps(
     """Tickers without a clean bar on a materialized session of the window (see the module doc).
     `selection` (a point-in-time TickerSelection): the window's S&P 500 members on their member
     days instead of `symbols`, members without a stored bar being not served (README "Survivorship")."""
-    from stock_assets.defs.prices.gaps import ticker_holes
+    from stock_assets.defs.prices.gaps import selection_holes, ticker_holes
 
     with _timed("ticker_gaps") as done:
         if instance is None:
@@ -546,12 +546,11 @@ def check_ticker_gaps(
         sessions = _completeness_window(now, source, lookback_days)
         if not sessions:
             return done(OK, "no session in the look-back window")
-        extra: dict[str, Any] = {}
-        if selection is not None and selection.sp500_point_in_time:
-            symbols = selection.symbols_between(sessions[0], sessions[-1] + dt.timedelta(days=1))
-            extra = {"member_sessions": selection.member_sessions, "may_be_unserved": selection.index_only(symbols)}
         try:
-            holes = ticker_holes(instance, engine, store, symbols, sessions, **extra)
+            if selection is not None and selection.sp500_point_in_time:
+                symbols, holes = selection_holes(instance, engine, store, selection, sessions)
+            else:
+                holes = ticker_holes(instance, engine, store, symbols, sessions)
         except Exception as err:  # noqa: BLE001 - an unreadable landing zone is the finding
             return done(FAIL, f"cannot look for missing ticker bars: {_first_line(err)}")
         window = f"{sessions[0]}..{sessions[-1]}"

@@ -69,8 +69,6 @@ class CacheFill(Protocol):
 
 
 class ResponseCache(Protocol):
-    def get(self, call: UpstreamCall) -> CachedAnswer | None: ...
-
     def filling(self, call: UpstreamCall):  # a context manager yielding a CacheFill
         """Exclusive right to fill the cache for this call's key (all processes)."""
 
@@ -80,10 +78,6 @@ class PostgresResponseCache:
         self.engine = engine
         with engine.begin() as conn:  # expired answers are never served; drop them now and then
             conn.execute(text("DELETE FROM quotes.response_cache WHERE expires_at < clock_timestamp()"))
-
-    def get(self, call: UpstreamCall) -> CachedAnswer | None:
-        with self.engine.connect() as conn:
-            return _select(conn, call)
 
     @contextmanager
     def filling(self, call: UpstreamCall) -> Iterator[CacheFill]:

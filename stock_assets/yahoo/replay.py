@@ -40,7 +40,7 @@ import requests
 from requests.adapters import BaseAdapter
 
 from stock_assets.yahoo.archive import NASDAQ_LISTED, Listing, PriceArchive  # noqa: F401 - re-exported
-from stock_assets.yahoo.wire import USER_AGENT, wire_response
+from stock_assets.yahoo.wire import session_over, wire_response
 
 MARKET_TIMEZONE = "America/New_York"
 _MARKET_TZ = ZoneInfo(MARKET_TIMEZONE)
@@ -253,12 +253,7 @@ def replay_session(archive: PriceArchive | None = None) -> requests.Session:
     Hand it to yfinance (`yf.Ticker(symbol, session=session)`); the adapter, and its request
     counter, is `session.get_adapter("https://query2.finance.yahoo.com")`.
     """
-    session = requests.Session()
-    session.headers["User-Agent"] = USER_AGENT
-    adapter = YahooReplayAdapter(archive)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session
+    return session_over(YahooReplayAdapter(archive))
 
 
 def _epoch(day: dt.date, time: dt.time, zone: ZoneInfo = _MARKET_TZ) -> int:

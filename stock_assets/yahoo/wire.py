@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
+from requests.adapters import BaseAdapter, HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
 
@@ -84,11 +84,15 @@ class RedirectAdapter(HTTPAdapter):
         return response
 
 
-def redirected_session(base_url: str) -> requests.Session:
-    """A requests session whose every request goes to `base_url` instead of Yahoo's hosts."""
+def session_over(adapter: BaseAdapter) -> requests.Session:
+    """A requests session with a browser's User-Agent whose every http(s) request goes to `adapter`."""
     session = requests.Session()
     session.headers["User-Agent"] = USER_AGENT
-    adapter = RedirectAdapter(base_url)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
+
+
+def redirected_session(base_url: str) -> requests.Session:
+    """A requests session whose every request goes to `base_url` instead of Yahoo's hosts."""
+    return session_over(RedirectAdapter(base_url))

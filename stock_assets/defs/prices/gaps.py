@@ -230,6 +230,19 @@ def ticker_holes(
     return sorted(holes, key=lambda hole: (hole.session, hole.symbol))
 
 
+def selection_holes(
+    instance: dg.DagsterInstance, engine: Engine | None, store: LandingStore, selection, sessions: list[dt.date],
+    skip_days: Iterable[dt.date] = (),
+) -> tuple[list[str], list[Hole]]:
+    """The symbols `selection` (a TickerSelection) owes over `sessions`, and their holes: with
+    point-in-time S&P 500 membership, the window's members on their member days, a member without a
+    single stored bar being one the source does not serve (never a hole)."""
+    symbols = selection.symbols_between(sessions[0], sessions[-1] + dt.timedelta(days=1)) if sessions else []
+    return symbols, ticker_holes(instance, engine, store, symbols, sessions, skip_days,
+                                 member_sessions=selection.member_sessions,
+                                 may_be_unserved=selection.index_only(symbols))
+
+
 def _owed(symbols: list[str], days: list[dt.date], member_sessions=None) -> dict[str, set[dt.date]]:
     first, end = days[0], days[-1] + dt.timedelta(days=1)
     owed = {symbol: expected_sessions(symbol, first, end) for symbol in symbols}

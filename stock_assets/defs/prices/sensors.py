@@ -13,9 +13,9 @@ from stock_assets.defs.prices.gaps import (
     Hole,
     contiguous_ranges,
     in_flight,
+    selection_holes,
     sessions_in_window,
     sessions_missing_rows,
-    ticker_holes,
     unmaterialized_sessions,
 )
 from stock_assets.defs.prices.restatements import StoredDays, stale_reason
@@ -73,14 +73,11 @@ def gap_sensor(
             tags={**range_tags(first, last), TRIGGER_TAG: "gap_sensor"},
         ))
 
-    # Point in time (TickerSelection.sp500_point_in_time): the window's members, each on its member
-    # days; a member without a single stored bar is not served (delisted) and is not refetched.
-    symbols = tickers.symbols_between(sessions[0], sessions[-1] + dt.timedelta(days=1)) if sessions else []
-    holes = [hole for hole in ticker_holes(context.instance, database.engine, landing_io_manager.store(),
-                                           symbols, sessions, skip_days=whole_days,
-                                           member_sessions=tickers.member_sessions,
-                                           may_be_unserved=tickers.index_only(symbols))
-             if not coverage.covers(hole.symbol, hole.session)]
+    # Point in time (TickerSelection.sp500_point_in_time): a member without a single stored bar is
+    # not served (delisted) and is not refetched.
+    _, holes = selection_holes(context.instance, database.engine, landing_io_manager.store(), tickers, sessions,
+                               skip_days=whole_days)
+    holes = [hole for hole in holes if not coverage.covers(hole.symbol, hole.session)]
     tried: dict[str, list] = {key: value for key, value in state.get("holes", {}).items()
                               if key in {str(hole) for hole in holes}}  # filled holes are forgotten
     refetch = _holes_due(holes, tried, now, gap_policy)

@@ -57,7 +57,7 @@ from stock_assets.yahoo.transport import (
     observing,
     refreshing,
 )
-from stock_assets.yahoo.wire import redirected_session
+from stock_assets.yahoo.wire import redirected_session, session_over
 
 QuoteSource = Literal["replay", "yahoo"]
 
@@ -208,10 +208,7 @@ class QuoteClient(dg.ConfigurableResource):
 
     def with_transport(self, adapter: requests.adapters.BaseAdapter) -> QuoteClient:
         """A copy of this client whose requests all go to `adapter` (the emulator in tests)."""
-        session = requests.Session()
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        return self.with_session(session)
+        return self.with_session(session_over(adapter))
 
     @property
     def effective_rate(self) -> float:

@@ -88,21 +88,9 @@ def _measure(url: str, rows: int, tickers: int, baseline_rows: int, workers: int
         # An Arrow-native encoder (pgpq, optional): the same COPY, encoded from Arrow batches in Rust.
         arrow_copy = _pgpq_copy()
         if arrow_copy is not None:
-            began = time.perf_counter()
-            arrow_copy(conn, months)
-            figures["pgpq_copy"] = loaded / (time.perf_counter() - began)
-            copied = conn.execute("SELECT count(*) FROM bench_plain").fetchone()[0]
-            if copied != loaded:
-                raise RuntimeError(f"pgpq's COPY stored {copied} of {loaded} rows")
-            conn.execute("TRUNCATE bench_plain")
+            figures["pgpq_copy"] = _rows_per_s_into_plain(conn, arrow_copy, months, loaded)
         # psycopg's own row writer: the same binary COPY, fed one Python tuple at a time.
-        began = time.perf_counter()
-        _write_rows(conn, months)
-        figures["psycopg_write_row"] = loaded / (time.perf_counter() - began)
-        copied = conn.execute("SELECT count(*) FROM bench_plain").fetchone()[0]
-        if copied != loaded:
-            raise RuntimeError(f"write_row stored {copied} of {loaded} rows")
-        conn.execute("TRUNCATE bench_plain")
+        figures["psycopg_write_row"] = _rows_per_s_into_plain(conn, _write_rows, months, loaded)
 
     sample = pd.concat([frame for _, frame in months]).iloc[:baseline_rows]
     engine = create_engine(with_driver(url, "psycopg"))
@@ -159,6 +147,19 @@ def _copy_plain(conn: psycopg.Connection, months: list[tuple[dt.date, pd.DataFra
     with conn.cursor() as cur, cur.copy(sql.SQL("COPY bench_plain FROM STDIN (FORMAT BINARY)")) as copy:
         for payload in copy_payloads((chunk for _, frame in months for chunk in _chunks(frame)), COPY_COLUMNS):
             copy.write(payload)
+
+
+def _rows_per_s_into_plain(conn: psycopg.Connection, copy, months: list[tuple[dt.date, pd.DataFrame]],
+                           loaded: int) -> float:
+    """Time `copy(conn, months)` into the empty bench_plain, check it stored every row, empty it again."""
+    began = time.perf_counter()
+    copy(conn, months)
+    rows_per_s = loaded / (time.perf_counter() - began)
+    copied = conn.execute("SELECT count(*) FROM bench_plain").fetchone()[0]
+    if copied != loaded:
+        raise RuntimeError(f"{getattr(copy, '__name__', copy)} stored {copied} of {loaded} rows")
+    conn.execute("TRUNCATE bench_plain")
+    return rows_per_s
 
 
 def _write_rows(conn: psycopg.Connection, months: list[tuple[dt.date, pd.DataFrame]]) -> None:
