@@ -188,3 +188,19 @@ def test_month_run_has_per_month_metadata_matching_the_tables(resources, databas
             assert summary[month]["dagster/row_count"] == 3
     # February and March 2020 had different leaders: per-month values, not the run's last month twice.
     assert summary["2020-02-01"]["best_sector_return"] != summary["2020-03-01"]["best_sector_return"]
+
+
+def test_per_day_counts_match_a_row_by_row_count_for_every_date_spelling():
+    import pandas as pd
+
+    days = [dt.date(2024, 1, 2), "2024-01-02", pd.Timestamp("2024-01-03"), None, dt.date(2024, 1, 3),
+            "2024-01-04T00:00:00", dt.date(2024, 1, 2)]
+    frame = pd.DataFrame({"trade_date": days, "symbol": ["A", "B", "A", "C", None, "A", "A"]})
+    keys = ["2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"]
+    naive_days = [None if d is None else str(d)[:10] for d in days]
+    assert metadata.rows_by_day(frame, keys) == {key: naive_days.count(key) for key in keys}
+    pairs = {(d, s) for d, s in zip(naive_days, frame["symbol"]) if d is not None and pd.notna(s)}
+    assert metadata.distinct_by_day(frame, keys, "symbol") == {key: sum(d == key for d, _ in pairs) for key in keys}
+    assert metadata.rows_by_day(frame, keys) == {"2024-01-02": 3, "2024-01-03": 2, "2024-01-04": 1, "2024-01-05": 0}
+    assert metadata.distinct_by_day(frame, keys, "symbol") == {"2024-01-02": 2, "2024-01-03": 1, "2024-01-04": 1,
+                                                                "2024-01-05": 0}

@@ -183,3 +183,32 @@ def test_a_killed_steps_spool_is_removed_by_the_next_one(state_dir):
         assert pieces.root.parent == parent and pieces.root.is_dir()
         assert not stale.exists() and fresh.exists()
     assert not pieces.root.exists()
+
+
+def test_day_codes_name_each_row_the_way_each_date_type_is_written():
+    import datetime as dt
+
+    import pyarrow as pa
+
+    naive = pa.array([dt.datetime(2024, 1, 2, 9), None, dt.datetime(2024, 1, 2, 16), dt.datetime(2024, 1, 3)],
+                     pa.timestamp("ns"))
+    for column in (
+        pa.array([dt.date(2024, 1, 2), None, dt.date(2024, 1, 2), dt.date(2024, 1, 3)], pa.date32()),
+        naive,  # two timestamps of one day are one day
+        pa.array(["2024-01-02", None, "2024-01-02T00:00:00", "2024-01-03"]),
+    ):
+        table = pa.table({"trade_date": column})
+        assert list(streaming.day_strings(table)) == ["2024-01-02", None, "2024-01-02", "2024-01-03"]
+        codes, names = streaming.day_codes(table)
+        assert list(names) == ["2024-01-02", "2024-01-03"] and list(codes) == [0, -1, 0, 1]
+    # A zoned timestamp is named by its own wall-clock date, as before.
+    zoned = pa.table({"trade_date": pa.array([1704171600 * 10**9], pa.timestamp("ns", tz="America/New_York"))})
+    assert list(streaming.day_strings(zoned)) == ["2024-01-02"]
+
+
+def test_a_row_without_a_date_is_refused_not_dropped(tmp_path):
+    frame = pd.DataFrame({"symbol": ["AAA", "BBB"], "trade_date": [pd.Timestamp("2020-04-30").date(), None]})
+    with pytest.raises(ValueError, match="None"):
+        Spool(tmp_path).put_by_chunk(0, streaming.to_table(frame), [["2020-04-30"]])
+    with pytest.raises(ValueError, match="None"):
+        streaming.day_payloads(streaming.to_table(frame), ["2020-04-30"], streaming.to_table(frame).schema)

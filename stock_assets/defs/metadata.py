@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 # -- column schemas ----------------------------------------------------------------------------
@@ -314,6 +315,17 @@ def asset_metadata(asset: str) -> dict[str, Any]:
 
 # -- per-partition numbers -----------------------------------------------------------------------
 
+def day_of_rows(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Each value's ISO day as a code into the days found, -1 for a missing date. Only distinct
+    values are formatted (a backfill has millions of rows but a few thousand days)."""
+    codes, uniques = pd.factorize(values)
+    names = [_iso(value) for value in uniques]
+    day_index, days = pd.factorize(pd.Series(names, dtype="object"))  # a missing name becomes -1
+    if not len(names):
+        return codes, []
+    return np.where(codes >= 0, day_index[np.maximum(codes, 0)], -1), list(days)
+
+
 def rows_by_day(frame: pd.DataFrame, partition_keys: Sequence[str], column: str = "trade_date") -> dict[str, int]:
     """Rows of `frame` per daily partition key (ISO date), zero for keys without rows.
 
@@ -321,10 +333,10 @@ def rows_by_day(frame: pd.DataFrame, partition_keys: Sequence[str], column: str 
     `*_in_run`, count them)."""
     counts = {key: 0 for key in partition_keys}
     if len(frame) and column in frame:
-        keys = pd.Series([_iso(value) for value in frame[column]], index=frame.index, dtype="object")
-        for key, count in keys.value_counts().items():
-            if key in counts:
-                counts[key] = int(count)
+        codes, days = day_of_rows(frame[column])
+        for day, count in zip(days, np.bincount(codes[codes >= 0], minlength=len(days))):
+            if day in counts:
+                counts[day] = int(count)
     return counts
 
 
@@ -334,10 +346,14 @@ def distinct_by_day(
     """Distinct values of `value` (e.g. symbols) per daily partition key, zero for keys without rows."""
     counts = {key: 0 for key in partition_keys}
     if len(frame) and column in frame:
-        days = frame[column].map(_iso)
-        for key, count in frame[value].groupby(days, dropna=True).nunique().items():
-            if key in counts:
-                counts[key] = int(count)
+        codes, days = day_of_rows(frame[column])
+        values, _ = pd.factorize(frame[value])
+        known = (codes >= 0) & (values >= 0)
+        width = int(values.max()) + 1 if len(values) else 1
+        pairs = np.unique(codes[known].astype(np.int64) * width + values[known])
+        for day, count in zip(days, np.bincount(pairs // width, minlength=len(days))):
+            if day in counts:
+                counts[day] = int(count)
     return counts
 
 
@@ -359,11 +375,17 @@ def reasons_by_day(rejected: pd.DataFrame, partition_keys: Sequence[str]) -> dic
     result: dict[str, dict[str, int]] = {key: {} for key in partition_keys}
     if len(rejected):
         for (day, reason), count in rejected.groupby(
-            [rejected["trade_date"].map(_iso), "reason"], dropna=True
+            [day_names(rejected["trade_date"]), "reason"], dropna=True
         ).size().items():
             if day in result:
                 result[day][str(reason)] = int(count)
     return result
+
+
+def day_names(values: pd.Series) -> pd.Series:
+    """Each value's ISO day (None for a missing date), formatting only the distinct values."""
+    codes, days = day_of_rows(values)
+    return pd.Series(np.append(np.array(days, dtype=object), None)[codes], index=values.index, dtype="object")
 
 
 def add_partition_metadata(

@@ -21,6 +21,7 @@ from stock_assets.defs.automation import DAILY_FRESHNESS
 from stock_assets.defs.metadata import (
     add_partition_metadata,
     asset_metadata,
+    day_names,
     distinct_by_day,
     reasons_by_day,
     rows_by_day,
@@ -35,8 +36,8 @@ from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.landing.io_manager import DATE_COLUMN, LAZY_INPUT, LandedDays, LandedRange, LandingIOManager
 from stock_assets.landing.streaming import (
     Spool,
+    day_codes,
     day_payloads,
-    day_strings,
     month_chunks,
     spool,
     stage,
@@ -246,7 +247,8 @@ class _RunTotals:
 
     def add_raw(self, table, days: list[str]) -> None:
         self.raw_rows += table.num_rows
-        found = Counter(day_strings(table))
+        codes, names = day_codes(table)
+        found = dict(zip(names, np.bincount(codes[codes >= 0], minlength=len(names)).tolist()))
         for day in days:
             self.raw_by_day[day] += found.get(day, 0)
 
@@ -450,7 +452,7 @@ def _day_keys(frame: pd.DataFrame) -> pd.Series:
     """Each row's daily partition key (ISO date)."""
     if not len(frame):
         return pd.Series([], index=frame.index, dtype="object")
-    return pd.to_datetime(frame["trade_date"]).dt.strftime("%Y-%m-%d")
+    return day_names(frame["trade_date"])
 
 
 def _names(symbols, limit: int = 5) -> str:

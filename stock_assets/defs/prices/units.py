@@ -9,6 +9,7 @@ was recorded (no `currency` column, or an empty one) came from US listings only,
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from stock_assets.markets import major_units
@@ -21,10 +22,13 @@ def in_major_units(frame: pd.DataFrame) -> pd.DataFrame:
     """`frame` with prices (and dividends) in major units and `currency` the major currency."""
     quoted = frame["currency"] if "currency" in frame else pd.Series(None, index=frame.index, dtype="object")
     quoted = quoted.where(quoted.notna() & (quoted.astype(str) != ""), UNKNOWN_CURRENCY).astype(str)
-    distinct = quoted.drop_duplicates()
-    units = {code: major_units(code) for code in distinct}
-    out = frame.assign(currency=quoted.map({code: unit[0] for code, unit in units.items()}))
-    divisor = quoted.map({code: unit[1] for code, unit in units.items()}).astype("float64")
+    # Per distinct code, then spread by position: a batch has a handful of currencies and
+    # millions of rows.
+    codes, distinct = pd.factorize(quoted)
+    units = [major_units(code) for code in distinct]
+    major = np.array([unit[0] for unit in units], dtype=object)[codes]
+    divisor = np.array([unit[1] for unit in units], dtype="float64")[codes]
+    out = frame.assign(currency=pd.Series(major, index=frame.index, dtype=quoted.dtype))
     if (divisor != 1).any():
         for column in _SCALED:
             if column in out:

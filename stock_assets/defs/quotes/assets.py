@@ -3,6 +3,7 @@
 import datetime as dt
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator
 
@@ -121,10 +122,19 @@ def _all_failed(quotes: QuoteClient, report: FetchReport, symbols, sessions, uns
 
 def _own_bars(frame: pd.DataFrame, symbols, own_sessions) -> pd.DataFrame:
     """Bars inside the run's window, each on a session of its own exchange."""
-    own = {(symbol, day) for symbol in symbols for day in own_sessions[symbol]}
+    wanted = set(symbols)
+    symbol_codes, found_symbols = pd.factorize(frame["symbol"])
+    day_codes, found_days = pd.factorize(frame["trade_date"])
+    # Which (symbol, day) pairs are kept, judged once per distinct pair: a batch has a few dozen
+    # symbols and a few thousand days, but a million rows.
+    allowed = np.zeros((len(found_symbols) + 1, len(found_days) + 1), dtype=bool)
+    for row, symbol in enumerate(found_symbols):
+        days = own_sessions.get(symbol) if symbol in wanted else None
+        if days:
+            allowed[row, :-1] = [day in days for day in found_days]
     # A boolean Series, not a list: an empty list would select no *columns* of an empty frame (a
     # batch in which every ticker failed, e.g. delisted members).
-    keep = pd.Series([key in own for key in zip(frame["symbol"], frame["trade_date"])], index=frame.index, dtype=bool)
+    keep = pd.Series(allowed[symbol_codes, day_codes], index=frame.index, dtype=bool)
     return frame[keep]
 
 
