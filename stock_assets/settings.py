@@ -25,6 +25,8 @@ is a matter of environment variables, never a code change.
 | STOCK_ASSETS_BATCH_ROWS       | rows a backfill holds in memory at a time (its ticker      | `250000`                     |
 |                               | batch is this divided by the run's sessions)               |                              |
 | STOCK_ASSETS_BATCH_TICKERS    | a fixed number of tickers per batch instead                | from the rows                |
+| STOCK_ASSETS_WORKER_PROCESSES | processes a backfill step spreads its batches over         | one per core, at most 4      |
+|                               | (1 = the step's own process only)                          |                              |
 | STOCK_ASSETS_SECTOR_HISTORY   | a CSV of GICS sectors of past S&P 500 members (symbol,     | none                         |
 |                               | sector,valid_from[,valid_to]), merged into                 |                              |
 |                               | sector_classification (README "Survivorship")             |                              |
@@ -137,6 +139,7 @@ def first_day() -> str:
 
 
 BATCH_ROWS_ENV = "STOCK_ASSETS_BATCH_ROWS"
+WORKER_PROCESSES_ENV = "STOCK_ASSETS_WORKER_PROCESSES"
 BATCH_TICKERS_ENV = "STOCK_ASSETS_BATCH_TICKERS"
 DEFAULT_BATCH_ROWS = 250_000
 
@@ -149,6 +152,11 @@ def batch_rows() -> int:
 def batch_tickers() -> int | None:
     """A fixed ticker count per backfill batch, or None to size batches by rows."""
     return _positive_int(BATCH_TICKERS_ENV)
+
+
+def worker_processes() -> int | None:
+    """Worker processes a streamed backfill step uses (landing/workers.py), or None for the default."""
+    return _positive_int(WORKER_PROCESSES_ENV)
 
 
 def _positive_int(name: str) -> int | None:

@@ -24,8 +24,6 @@ from stock_assets.defs.prices.assets import cleaned_prices
 from stock_assets.defs.quotes.assets import raw_quotes
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.universe.resources import TickerSelection
-from stock_assets.landing.io_manager import LandingIOManager
-from stock_assets.testing.yahoo_emulator import YahooEmulator
 from stock_assets.health import (
     FAIL,
     NOT_CONFIGURED,
@@ -41,6 +39,8 @@ from stock_assets.health import (
     run_health,
     sessions_behind,
 )
+from stock_assets.landing.io_manager import LandingIOManager
+from stock_assets.testing.yahoo_emulator import YahooEmulator
 
 NEW_YORK = ZoneInfo("America/New_York")
 

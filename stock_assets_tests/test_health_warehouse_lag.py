@@ -12,8 +12,8 @@ from stock_assets.defs.universe.assets import ticker_universe
 from stock_assets.defs.universe.history_assets import index_membership, sector_classification
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.defs.warehouse.assets import monthly_prices
-from stock_assets.landing.io_manager import LandingIOManager
 from stock_assets.health import OK, SKIPPED, WARN, check_warehouse_lag, health_engine
+from stock_assets.landing.io_manager import LandingIOManager
 
 ASSETS = [ticker_universe, index_membership, sector_classification, raw_quotes, cleaned_prices, monthly_prices,
           sector_daily_performance, sector_monthly_summary]

@@ -30,9 +30,9 @@ from stock_assets.defs.prices.assets import CHECKS, RECORDED_PASSING_DAYS, clean
 from stock_assets.defs.quotes.assets import raw_quotes
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.universe.resources import TickerSelection
+from stock_assets.health import FAIL, OK, check_daily_partitions
 from stock_assets.instance.environment import postgres_storage
 from stock_assets.landing.io_manager import LandingIOManager
-from stock_assets.health import FAIL, OK, check_daily_partitions
 
 ASSET = dg.AssetKey("cleaned_prices")
 CHECK_KEYS = {spec.name: dg.AssetCheckKey(ASSET, spec.name) for spec in CHECKS}

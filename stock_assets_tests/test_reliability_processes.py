@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy import text
 
 from stock_assets import settings
-from stock_assets.instance.dead_runs import find_dead_runs, held_slots, process_tags
 from stock_assets.health import check_runs
+from stock_assets.instance.dead_runs import find_dead_runs, held_slots, process_tags
 
 pytestmark = pytest.mark.reliability
 

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from stock_assets import settings
-from stock_assets.defs.prices import assets as prices
+from stock_assets.defs.prices import batches as clean_batches
 from stock_assets.defs.prices.assets import cleaned_prices
 from stock_assets.defs.quotes.assets import raw_quotes
 from stock_assets.defs.quotes.resources import QuoteClient
@@ -35,7 +35,7 @@ class Spy:
         self.gathered: list[pd.DataFrame] = []
         self.outputs: list[type] = []
         self.inputs: list[type] = []
-        fetch, clean, gather = QuoteClient.fetch, prices.clean_quotes, Spool._gather
+        fetch, clean, gather = QuoteClient.fetch, clean_batches.clean_quotes, Spool._gather
         handle_output, load_input = LandingIOManager.handle_output, LandingIOManager.load_input
 
         def spy_fetch(client, symbols, *args, **kwargs):
@@ -62,13 +62,13 @@ class Spy:
             return loaded
 
         monkeypatch.setattr(QuoteClient, "fetch", spy_fetch)
-        monkeypatch.setattr(prices, "clean_quotes", spy_clean)
+        monkeypatch.setattr(clean_batches, "clean_quotes", spy_clean)
         monkeypatch.setattr(Spool, "_gather", spy_gather)
         monkeypatch.setattr(LandingIOManager, "handle_output", spy_output)
         monkeypatch.setattr(LandingIOManager, "load_input", spy_input)
 
 
-def _backfill(database, landing: Path) -> dict[str, int]:
+def _backfill(database, landing: Path, metadata: dict | None = None) -> dict[str, int]:
     resources = {
         "database": database,
         "quotes": QuoteClient(),
@@ -84,6 +84,11 @@ def _backfill(database, landing: Path) -> dict[str, int]:
         materialization = event.materialization
         name = materialization.asset_key.to_user_string()
         counts[f"{name} {materialization.partition}"] = materialization.metadata["dagster/row_count"].value
+    if metadata is not None:  # the run's figures ride on every partition's materialization
+        for event in result.get_asset_materialization_events():
+            materialization = event.materialization
+            metadata[materialization.asset_key.to_user_string()] = {
+                key: value.value for key, value in materialization.metadata.items()}
     return counts
 
 
@@ -104,6 +109,7 @@ def _rejections(database) -> list[tuple]:
 
 
 def test_batches_of_two_store_exactly_what_one_batch_stores(database, tmp_path, monkeypatch):
+    monkeypatch.setenv(settings.WORKER_PROCESSES_ENV, "1")  # the spies see this process only
     monkeypatch.setenv(settings.BATCH_TICKERS_ENV, "100")
     whole = Spy(monkeypatch)
     counts_whole = _backfill(database, tmp_path / "whole")
@@ -112,6 +118,7 @@ def test_batches_of_two_store_exactly_what_one_batch_stores(database, tmp_path, 
     assert whole.cleaned == [set(TICKERS)]
 
     monkeypatch.undo()
+    monkeypatch.setenv(settings.WORKER_PROCESSES_ENV, "1")
     monkeypatch.setenv(settings.BATCH_TICKERS_ENV, "2")
     batched = Spy(monkeypatch)
     counts_batched = _backfill(database, tmp_path / "batched")
@@ -144,6 +151,41 @@ def test_batches_of_two_store_exactly_what_one_batch_stores(database, tmp_path, 
     # and cleaned_prices got the raw days as a handle.
     assert batched.outputs == [LandedDays, LandedDays]
     assert batched.inputs == [LandedRange]
+
+
+def test_batches_in_worker_processes_store_exactly_what_one_process_stores(database, tmp_path, monkeypatch):
+    monkeypatch.setenv(settings.WORKER_PROCESSES_ENV, "1")
+    monkeypatch.setenv(settings.BATCH_TICKERS_ENV, "100")
+    whole_figures: dict = {}
+    counts_whole = _backfill(database, tmp_path / "whole", whole_figures)
+    rejections_whole = _rejections(database)
+
+    # One ticker a batch, five batches: enough for the steps to hand them to two spawned workers.
+    monkeypatch.setenv(settings.WORKER_PROCESSES_ENV, "2")
+    monkeypatch.setenv(settings.BATCH_TICKERS_ENV, "1")
+    figures: dict = {}
+    counts_workers = _backfill(database, tmp_path / "workers", figures)
+    assert figures["raw_quotes"]["fetch_processes"] == 2
+    assert figures["cleaned_prices"]["clean_processes"] == 2
+    assert figures["raw_quotes"]["ticker_batches"] == figures["cleaned_prices"]["ticker_batches"] == len(TICKERS)
+    assert whole_figures["raw_quotes"]["fetch_processes"] == 1
+
+    for asset in ("raw_quotes", "cleaned_prices"):
+        whole_days, worker_days = _landed(tmp_path / "whole", asset), _landed(tmp_path / "workers", asset)
+        assert sorted(whole_days) == sorted(worker_days)
+        for day, frame in whole_days.items():
+            pd.testing.assert_frame_equal(frame, worker_days[day], check_dtype=False)
+    assert _rejections(database) == rejections_whole
+    assert counts_workers == counts_whole
+    # The fetch figures the workers reported are added up: one request per ticker, as in one process.
+    for key in ("tickers_requested", "tickers_failed", "dividend_events", "split_events"):
+        assert figures["raw_quotes"][key] == whole_figures["raw_quotes"][key], key
+    assert figures["raw_quotes"]["tickers_requested"] == len(TICKERS)
+    answered = figures["raw_quotes"]["history_requests"] + figures["raw_quotes"]["cache_hits"]
+    assert answered == len(TICKERS)
+    for key in ("rows_in_run", "raw_rows_in_run", "rejected_rows_in_run", "symbols_in_run",
+                "listings_described_in_run"):
+        assert figures["cleaned_prices"][key] == whole_figures["cleaned_prices"][key], key
 
 
 def test_a_batch_holds_rows_not_tickers(monkeypatch):

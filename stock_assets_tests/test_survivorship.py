@@ -27,8 +27,8 @@ from stock_assets.defs.prices.sensors import GapPolicy, gap_sensor
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.quotes.ticker_runs import ticker_run_request
 from stock_assets.defs.universe.resources import TickerSelection, members_between
-from stock_assets.landing.io_manager import LandingIOManager
 from stock_assets.health import OK, check_ticker_gaps
+from stock_assets.landing.io_manager import LandingIOManager
 from stock_assets_tests.test_sector_point_in_time import (
     ASSETS,
     RANGE_TAGS,

@@ -27,9 +27,9 @@ from stock_assets.defs.prices.sensors import GapPolicy, gap_sensor
 from stock_assets.defs.quotes.assets import raw_quotes
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.universe.resources import TickerSelection
+from stock_assets.health import FAIL, OK, WARN, check_ticker_gaps, check_warning_checks, run_health
 from stock_assets.landing.io_manager import LandingIOManager
 from stock_assets.testing.yahoo_emulator import YahooEmulator, with_bar
-from stock_assets.health import FAIL, OK, WARN, check_ticker_gaps, check_warning_checks, run_health
 from stock_assets.yahoo.archive import PriceArchive
 
 pytestmark = pytest.mark.reliability

@@ -37,6 +37,11 @@ class PostgresResource(dg.ConfigurableResource):
         description="Parallel COPY streams (pooled connections) when a run loads several months.",
     )
 
+    def portable(self) -> dict[str, object]:
+        """This resource's configuration with its URL resolved, for the same database in a
+        worker process (stock_assets/landing/workers.py), which builds its own engine."""
+        return {**{name: getattr(self, name) for name in type(self).model_fields}, "url": self.resolved_url}
+
     @property
     def resolved_url(self) -> str:
         return self.url or pipeline_database_url()

@@ -59,6 +59,11 @@ class CircuitOpenError(RuntimeError):
             "No request was sent upstream."
         )
 
+    def __reduce__(self):
+        # Raised in a worker process and re-raised in the step: rebuilt from its parts, with the
+        # report the fetch attached to it.
+        return (type(self), (self.name, self.state, self.retry_in_s, self.cause), self.__dict__)
+
 
 class Breaker(Protocol):
     name: str

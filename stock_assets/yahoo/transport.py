@@ -106,6 +106,24 @@ class Trace:
             for name, value in counts.items():
                 setattr(self, name, getattr(self, name) + value)
 
+    def absorb(self, other: Trace) -> None:
+        """Add another fetch's figures (a batch fetched in a worker process) to these."""
+        with self._lock:
+            for name in ("upstream_requests", "history_requests", "cache_hits", "cache_refreshes",
+                         "refusals_remembered", "retries", "http_429", "failed_attempts", "empty_answers",
+                         "limiter_wait_s"):
+                setattr(self, name, getattr(self, name) + getattr(other, name))
+            self.latencies_s.extend(other.latencies_s)
+            self.by_kind.update(other.by_kind)
+
+    # A trace travels back from a worker process: its lock does not, a fresh one is made there.
+    def __getstate__(self) -> dict[str, Any]:
+        return {name: value for name, value in self.__dict__.items() if name != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def sent(self, call: UpstreamCall, latency_s: float, waited_s: float) -> None:
         with self._lock:
             self.upstream_requests += 1

@@ -29,9 +29,8 @@ from stock_assets.defs.metadata import (
 )
 from stock_assets.defs.partitions import trading_day_partitions, trading_days, window_dates
 from stock_assets.defs.prices import cleaning
-from stock_assets.defs.prices.cleaning import REJECTED_COLUMNS, CleaningResult, clean_quotes
+from stock_assets.defs.prices.batches import CleanedBatch, CleanJob, as_frame, clean_batch
 from stock_assets.defs.quotes.resources import empty_raw_frame
-from stock_assets.defs.universe.listings import upsert_listings
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.landing.io_manager import DATE_COLUMN, LAZY_INPUT, LandedDays, LandedRange, LandingIOManager
 from stock_assets.landing.streaming import (
@@ -44,6 +43,7 @@ from stock_assets.landing.streaming import (
     tickers_per_batch,
     to_table,
 )
+from stock_assets.landing.workers import processes_for, run_batches, worker_pool
 from stock_assets.markets import exchange_of, sessions_by_symbol
 
 # Calendar days before a run whose raw bars the day-over-day rules compare the run's first day
@@ -157,18 +157,20 @@ def cleaned_prices(
                 run.add_raw(table, days)
                 _spool_by_ticker(raw_pieces, number, table, batch_of, size)
                 del table
-        # 2. Clean one ticker batch at a time; rejections are written as each batch is judged.
+        # 2. Clean one ticker batch at a time, many batches side by side in worker processes
+        #    (stock_assets/landing/workers.py); rejections are written as each batch is judged.
+        batches = raw_pieces.batches() if raw_pieces.pieces else []
+        processes = processes_for(len(batches))
         with stage("cleaned_prices: clean"):
-            for batch in raw_pieces.batches():
-                raw = _as_raw_frame(raw_pieces.batch(batch))
-                symbols = set(raw["symbol"].dropna())
-                earlier = history[history["symbol"].isin(symbols)] if history is not None else None
-                result = clean_quotes(raw, history=earlier, confirmed_moves=moves)
-                _insert_rejections(database, result)
-                run.listings += upsert_listings(database, raw)
-                run.add_cleaned(result)
-                clean_pieces.put_by_chunk(batch, to_table(result.clean), chunks)
-                del raw, result
+            jobs = (CleanJob(batch, str(raw_pieces.root), sorted(k for k in raw_pieces.pieces if k[0] == batch),
+                             str(clean_pieces.root), chunks, history, moves,
+                             database.portable() if processes > 1 else None)
+                    for batch in batches)
+            with worker_pool(processes) as pool:
+                work = clean_batch if pool is not None else functools.partial(clean_batch, database=database)
+                for cleaned in run_batches(pool, work, jobs):
+                    run.add_cleaned(cleaned)
+                    clean_pieces.pieces |= cleaned.pieces
         # A point-in-time index member with no raw bar in the whole run is one the source does not
         # serve (delisted; raw_quotes names it): reported, not expected by tickers_complete.
         not_served = sorted(tickers.index_only(tracked) - set(batch_of))
@@ -180,7 +182,7 @@ def cleaned_prices(
             for number, days in enumerate(chunks):
                 table = clean_pieces.chunk(number)
                 landing_io_manager.write_days(context.asset_key.path, day_payloads(table, days, empty))
-                clean = _as_raw_frame(table) if table is not None else _empty_clean_frame()
+                clean = as_frame(table) if table is not None else _empty_clean_frame()
                 del table
                 run.add_clean(clean, days)
                 outcomes += evaluate_checks(clean, run.raw_by_day, counted_by_day, expected, days, any_session,
@@ -188,8 +190,8 @@ def cleaned_prices(
                                             closed_note="NYSE closed" if us_only else "no tracked listing's exchange open",
                                             rejected_reasons=run.reasons_by_day).outcomes
                 del clean
-    context.log.info("cleaned_prices: %d raw rows in %d ticker batch(es) of up to %d, %d clean, %d rejected",
-                     run.raw_rows, len(raw_pieces.batches()) if raw_pieces.pieces else 0, size, run.clean_rows,
+    context.log.info("cleaned_prices: %d raw rows in %d ticker batch(es) of up to %d by %d process(es), "
+                     "%d clean, %d rejected", run.raw_rows, len(batches), size, processes, run.clean_rows,
                      run.rejected_rows)
     evaluation = Evaluation(partitions=keys, outcomes=outcomes)
 
@@ -222,7 +224,8 @@ def cleaned_prices(
             "symbols_in_run": run.symbols,
             "checks_in_run": dg.MetadataValue.json(evaluation.summary()),
             "listings_described_in_run": run.listings,
-            "ticker_batches": len(raw_pieces.batches()),
+            "ticker_batches": len(batches),
+            "clean_processes": processes,
             "index_members_not_served": len(not_served),
             "index_members_not_served_sample": dg.MetadataValue.json(not_served[:SAMPLE_SIZE]),
         },
@@ -252,11 +255,12 @@ class _RunTotals:
         for day in days:
             self.raw_by_day[day] += found.get(day, 0)
 
-    def add_cleaned(self, result: CleaningResult) -> None:
-        rejected = result.rejected
+    def add_cleaned(self, cleaned: CleanedBatch) -> None:
+        rejected = cleaned.rejected
         self.rejected_rows += len(rejected)
-        self.symbols += int(result.clean["symbol"].nunique()) if len(result.clean) else 0
-        self.reasons.update(result.rejected_by_reason)
+        self.symbols += cleaned.symbols
+        self.listings += cleaned.listings
+        self.reasons.update(cleaned.rejected_by_reason)
         counted = rejected[~rejected["reason"].isin(UNCOUNTED_REASONS)]
         for key, count in rows_by_day(rejected, self.keys).items():
             self.rejected_by_day[key] += count
@@ -286,13 +290,6 @@ def _spool_by_ticker(pieces: Spool, chunk: int, table, batch_of: dict[str, int],
     for batch in np.unique(batches):
         first, last = np.searchsorted(batches, [batch, batch + 1])
         pieces.put(int(batch), chunk, table.slice(first, last - first))
-
-
-def _as_raw_frame(table) -> pd.DataFrame:
-    frame = table.to_pandas()
-    if DATE_COLUMN in frame:
-        frame[DATE_COLUMN] = pd.to_datetime(frame[DATE_COLUMN]).dt.date
-    return frame
 
 
 @functools.cache
@@ -557,13 +554,6 @@ def previous_raw_quotes(landing: LandingIOManager, start: dt.date) -> pd.DataFra
     return frame
 
 
-_INSERT_REJECTION = text(
-    "INSERT INTO market.price_rejections"
-    " (trade_date, symbol, reason, detail, open, high, low, close, adj_close, volume)"
-    " VALUES (:trade_date, :symbol, :reason, :detail, :open, :high, :low, :close, :adj_close, :volume)"
-)
-
-
 def _delete_rejections(database: PostgresResource, start, end) -> None:
     """A run replaces the rejections of its range: the old ones go first, each batch adds its own."""
     with database.begin() as conn:
@@ -571,10 +561,3 @@ def _delete_rejections(database: PostgresResource, start, end) -> None:
             text("DELETE FROM market.price_rejections WHERE trade_date >= :start AND trade_date < :end"),
             {"start": start, "end": end},
         )
-
-
-def _insert_rejections(database: PostgresResource, result: CleaningResult) -> None:
-    rows = result.rejected.astype(object).where(result.rejected.notna(), None)
-    if len(rows):
-        with database.begin() as conn:
-            conn.execute(_INSERT_REJECTION, rows[REJECTED_COLUMNS].to_dict("records"))

@@ -1,20 +1,21 @@
 """Raw quotes: what Yahoo said, per trading day, kept so cleaning can be re-run without refetching."""
 
-import datetime as dt
+import functools
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator
 
 from stock_assets import settings
-from stock_assets.defs.metadata import add_partition_metadata, asset_metadata, distinct_by_day, rows_by_day
-from stock_assets.defs.partitions import is_trading_day, trading_day_partitions, window_dates
+from stock_assets.defs.metadata import asset_metadata
+from stock_assets.defs.partitions import trading_day_partitions, window_dates
+from stock_assets.defs.quotes.batches import DayFigures, FetchJob, fetch_batch, own_bars
 from stock_assets.defs.quotes.resources import FetchReport, QuoteClient, QuoteSourceUnavailable, empty_raw_frame
 from stock_assets.defs.universe.constituents import resolve_tickers, validate_listing
 from stock_assets.defs.universe.resources import TickerSelection
 from stock_assets.landing.io_manager import REPLACES_SYMBOLS, LandedDays, LandingIOManager
 from stock_assets.landing.streaming import day_payloads, month_chunks, spool, stage, ticker_batches, to_table
+from stock_assets.landing.workers import processes_for, run_batches, worker_pool
 from stock_assets.markets import sessions_by_symbol
 from stock_assets.yahoo.breaker import CircuitOpenError
 
@@ -100,14 +101,17 @@ def _fetch(quotes: QuoteClient, symbols, sessions, log, refresh_cache: bool, rep
         return quotes.fetch(symbols, sessions[0], sessions[-1] + pd.Timedelta(days=1), log=log,
                             refresh_cache=refresh_cache, report=report)
     except CircuitOpenError as err:
-        # The breaker already is the retry governance: re-running the step before its cool-down
-        # would only fail fast again, so Dagster's retry policy is bypassed.
-        report = getattr(err, "report", None)
-        raise dg.Failure(
-            description=f"Quote fetch stopped, Yahoo requests are suspended: {err}",
-            metadata=report.metadata() if report else None,
-            allow_retries=False,
-        ) from err
+        raise _suspended(err, getattr(err, "report", None)) from err
+
+
+def _suspended(err: CircuitOpenError, report: FetchReport | None) -> dg.Failure:
+    # The breaker already is the retry governance: re-running the step before its cool-down
+    # would only fail fast again, so Dagster's retry policy is bypassed.
+    return dg.Failure(
+        description=f"Quote fetch stopped, Yahoo requests are suspended: {err}",
+        metadata=report.metadata() if report else None,
+        allow_retries=False,
+    )
 
 
 def _all_failed(quotes: QuoteClient, report: FetchReport, symbols, sessions, unserved_ok=frozenset()) -> None:
@@ -118,24 +122,6 @@ def _all_failed(quotes: QuoteClient, report: FetchReport, symbols, sessions, uns
             f"Every ticker failed for {sessions[0]}..{sessions[-1]} (source {quotes.source!r}); "
             f"first error: {next(iter(report.failures.values()))}"
         )
-
-
-def _own_bars(frame: pd.DataFrame, symbols, own_sessions) -> pd.DataFrame:
-    """Bars inside the run's window, each on a session of its own exchange."""
-    wanted = set(symbols)
-    symbol_codes, found_symbols = pd.factorize(frame["symbol"])
-    day_codes, found_days = pd.factorize(frame["trade_date"])
-    # Which (symbol, day) pairs are kept, judged once per distinct pair: a batch has a few dozen
-    # symbols and a few thousand days, but a million rows.
-    allowed = np.zeros((len(found_symbols) + 1, len(found_days) + 1), dtype=bool)
-    for row, symbol in enumerate(found_symbols):
-        days = own_sessions.get(symbol) if symbol in wanted else None
-        if days:
-            allowed[row, :-1] = [day in days for day in found_days]
-    # A boolean Series, not a list: an empty list would select no *columns* of an empty frame (a
-    # batch in which every ticker failed, e.g. delisted members).
-    keep = pd.Series(allowed[symbol_codes, day_codes], index=frame.index, dtype=bool)
-    return frame[keep]
 
 
 def _run_metadata(context, config, quotes: QuoteClient, report: FetchReport, sessions, rows: int,
@@ -161,7 +147,7 @@ def _fetch_and_merge(context, config, quotes: QuoteClient, symbols, sessions, ow
     the IO manager, which replaces only their rows."""
     frame, report = _fetch(quotes, symbols, sessions, context.log, config.refresh_cache)
     _all_failed(quotes, report, symbols, sessions, unserved_ok)
-    frame = _own_bars(frame, symbols, own_sessions)
+    frame = own_bars(frame, symbols, own_sessions)
     # Only what was fetched replaces what is stored: a ticker that failed keeps its old rows.
     frame.attrs[REPLACES_SYMBOLS] = [symbol for symbol in symbols if symbol not in report.failures]
     figures = DayFigures(context.partition_keys)
@@ -176,73 +162,45 @@ def _fetch_in_batches(context, config, quotes: QuoteClient, symbols, sessions, o
                       landing: LandingIOManager, unserved_ok=frozenset()) -> dg.Output:
     """Every tracked symbol, a batch of tickers at a time (stock_assets/landing/streaming.py): each
     batch is fetched (one request per ticker for the whole range), spooled to local disk and
-    dropped; the per-day files are then written a month at a time. Nothing is landed unless the
+    dropped; the per-day files are then written a month at a time. Many batches are fetched by
+    worker processes side by side (stock_assets/landing/workers.py). Nothing is landed unless the
     fetch as a whole succeeded (not every ticker failed, the breaker stayed closed)."""
     keys = list(context.partition_keys)
     chunks = month_chunks(keys)
     batches = ticker_batches(symbols, len(sessions))
+    portable = quotes.portable()
+    processes = processes_for(len(batches)) if portable is not None else 1
     report = FetchReport()
     figures = DayFigures(keys)
     dividends = splits = 0
+    end = sessions[-1] + pd.Timedelta(days=1)
     with spool("raw_quotes") as pieces, stage("raw_quotes: fetch"):
-        for number, batch in enumerate(batches):
-            frame, _ = _fetch(quotes, batch, sessions, context.log, config.refresh_cache, report)
-            frame = _own_bars(frame, batch, own_sessions)
-            figures.add(frame)
-            dividends += int((frame["dividends"] > 0).sum())
-            splits += int((frame["stock_splits"] > 0).sum())
-            pieces.put_by_chunk(number, to_table(frame), chunks)
-            del frame
+        jobs = (FetchJob(number, batch, sessions[0], end, {symbol: own_sessions[symbol] for symbol in batch}, keys,
+                         chunks, str(pieces.root), config.refresh_cache, portable if processes > 1 else None)
+                for number, batch in enumerate(batches))
+        try:
+            with worker_pool(processes) as pool:
+                work = fetch_batch if pool is not None else functools.partial(fetch_batch, quotes=quotes)
+                for fetched in run_batches(pool, work, jobs):
+                    for failure in fetched.report.failures.values():
+                        context.log.warning(failure)
+                    report.absorb(fetched.report)
+                    figures.absorb(fetched.figures)
+                    dividends += fetched.dividends
+                    splits += fetched.splits
+                    pieces.pieces |= fetched.pieces
+        except CircuitOpenError as err:
+            report.absorb(getattr(err, "report", None) or FetchReport())
+            raise _suspended(err, report) from err
         _all_failed(quotes, report, symbols, sessions, unserved_ok)
         empty = to_table(empty_raw_frame()).schema
         with stage("raw_quotes: land"):
             for number, days in enumerate(chunks):
                 landing.write_days(context.asset_key.path, day_payloads(pieces.chunk(number), days, empty))
-    context.log.info("raw_quotes: %d tickers in %d batch(es), %d rows, %d day files",
-                     len(symbols), len(batches), figures.rows, len(keys))
+    context.log.info("raw_quotes: %d tickers in %d batch(es) by %d process(es), %d rows, %d day files",
+                     len(symbols), len(batches), processes, figures.rows, len(keys))
     figures.record(context, sessions)
     metadata = _run_metadata(context, config, quotes, report, sessions, figures.rows, dividends, splits)
     metadata["ticker_batches"] = len(batches)
+    metadata["fetch_processes"] = processes
     return dg.Output(LandedDays(files=len(keys), rows=figures.rows), metadata=metadata)
-
-
-def corporate_actions(frame: pd.DataFrame) -> list[dict[str, object]]:
-    """Splits and dividends in a fetched frame: [{symbol, date, kind, value}], date-ordered."""
-    actions = []
-    for kind, column in (("split", "stock_splits"), ("dividend", "dividends")):
-        hits = frame[frame[column] > 0]
-        actions += [{"symbol": row.symbol, "date": str(row.trade_date), "kind": kind, "value": float(getattr(row, column))}
-                    for row in hits.itertuples(index=False)]
-    return sorted(actions, key=lambda a: (a["date"], a["symbol"], a["kind"]))
-
-
-class DayFigures:
-    """Each day's own numbers (see stock_assets/defs/metadata.py), added up batch by batch: rows,
-    symbols (batches never share a symbol) and the splits and dividends going ex that day."""
-
-    def __init__(self, keys: list[str]):
-        self.keys = list(keys)
-        self.rows_by_day = dict.fromkeys(self.keys, 0)
-        self.symbols_by_day = dict.fromkeys(self.keys, 0)
-        self.actions_by_day: dict[str, list[dict[str, object]]] = {}
-        self.rows = 0
-
-    def add(self, frame: pd.DataFrame) -> None:
-        self.rows += len(frame)
-        for key, count in rows_by_day(frame, self.keys).items():
-            self.rows_by_day[key] += count
-        for key, count in distinct_by_day(frame, self.keys, "symbol").items():
-            self.symbols_by_day[key] += count
-        for action in corporate_actions(frame):
-            self.actions_by_day.setdefault(str(action["date"])[:10], []).append(action)
-
-    def record(self, context: dg.AssetExecutionContext, sessions: list) -> None:
-        session_keys = {day.isoformat() for day in sessions}
-        add_partition_metadata(context, {
-            key: {"dagster/row_count": self.rows_by_day[key], "symbols": self.symbols_by_day[key],
-                  "nyse_session": is_trading_day(dt.date.fromisoformat(key)),
-                  "exchange_session": key in session_keys,  # a session of some tracked listing's exchange
-                  "corporate_actions": dg.MetadataValue.json(sorted(
-                      self.actions_by_day.get(key, []), key=lambda a: (a["symbol"], a["kind"])))}
-            for key in self.keys
-        })

@@ -116,6 +116,15 @@ class FetchReport:
             return None
         return round(float(pd.Series(self.latencies_s).quantile(q)), 4)
 
+    def absorb(self, other: FetchReport) -> None:
+        """Add another batch's report (fetched in a worker process) to this one."""
+        self.tickers += other.tickers
+        self.failures.update(other.failures)
+        self.not_served.extend(other.not_served)
+        self.trace.absorb(other.trace)
+        self.breaker_state = other.breaker_state
+        self.ticker_latencies_s.extend(other.ticker_latencies_s)
+
     def metadata(self) -> dict[str, object]:
         trace = self.trace
         return {
@@ -198,12 +207,30 @@ class QuoteClient(dg.ConfigurableResource):
 
     _session: requests.Session | None = PrivateAttr(default=None)
     _governed: bool = PrivateAttr(default=False)
+    _given_session: bool = PrivateAttr(default=False)
+
+    def portable(self) -> dict[str, object] | None:
+        """This client's configuration, for the same client in a worker process
+        (stock_assets/landing/workers.py); None for a client given its session (`with_session`),
+        which cannot move to another process."""
+        if self._given_session:
+            return None
+        config: dict[str, object] = {name: getattr(self, name) for name in type(self).model_fields}
+        if self.database is not None:
+            config["database"] = self.database.portable()
+        return config
+
+    @classmethod
+    def from_portable(cls, config: dict[str, object]) -> QuoteClient:
+        """The client `portable()` described."""
+        database = config.get("database")
+        return cls(**{**config, "database": PostgresResource(**database) if database else None})
 
     def with_session(self, session: requests.Session) -> QuoteClient:
         """A copy of this client that sends its HTTP through `session` (tests, proxies); the
         session's transports are governed like the client's own."""
         client = self.model_copy()
-        client._session, client._governed = session, False
+        client._session, client._governed, client._given_session = session, False, True
         return client
 
     def with_transport(self, adapter: requests.adapters.BaseAdapter) -> QuoteClient:

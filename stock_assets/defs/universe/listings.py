@@ -40,7 +40,9 @@ def listing_rows(raw: pd.DataFrame) -> list[dict[str, object]]:
     """One row per symbol whose raw rows say where it trades (the latest fetch wins)."""
     if not len(raw) or "currency" not in raw or "exchange_timezone" not in raw:
         return []
-    said = raw[raw["exchange_timezone"].notna() & raw["symbol"].notna()]
+    wanted = [column for column in ("symbol", "currency", "exchange", "exchange_timezone", "instrument_type",
+                                    "fetched_at") if column in raw]
+    said = raw.loc[raw["exchange_timezone"].notna() & raw["symbol"].notna(), wanted]
     if "fetched_at" in said:
         said = said.sort_values("fetched_at", kind="stable")
     rows = []
