@@ -23,6 +23,7 @@ from dagster._core.event_api import PartitionKeyFilter
 from psycopg import sql
 
 import stock_assets.defs.prices.assets as prices
+import stock_assets.defs.prices.batches as clean_batches
 from stock_assets.database.urls import libpq_url, with_database, with_driver
 from stock_assets.defs.operations.sensors import describe_failure
 from stock_assets.defs.partitions import range_tags, trading_day_partitions, trading_days
@@ -169,7 +170,7 @@ def downstream_of_cleaned_prices():
 
 def _corrupt(day: str, symbol: str):
     """A cleaning step with a bug: one bar whose low lies above its open and close."""
-    real = prices.clean_quotes
+    real = clean_batches.clean_quotes
 
     def clean_quotes(raw, **kwargs):
         result = real(raw, **kwargs)
@@ -184,7 +185,7 @@ def _corrupt(day: str, symbol: str):
 
 def test_a_day_failing_a_blocking_check_fails_the_run_naming_it_and_nothing_flows_on(
         database, tmp_path, instance, monkeypatch):
-    monkeypatch.setattr(prices, "clean_quotes", _corrupt("2020-03-03", "AAPL"))
+    monkeypatch.setattr(clean_batches, "clean_quotes", _corrupt("2020-03-03", "AAPL"))
     resources = _resources(database, tmp_path, ["AAPL", "MSFT"])
     result = _materialize(instance, resources, "2020-03-02", "2020-03-08",
                           assets=(raw_quotes, cleaned_prices, downstream_of_cleaned_prices), raise_on_error=False)

@@ -165,7 +165,7 @@ def test_batches_in_worker_processes_store_exactly_what_one_process_stores(datab
     monkeypatch.setenv(settings.BATCH_TICKERS_ENV, "1")
     figures: dict = {}
     counts_workers = _backfill(database, tmp_path / "workers", figures)
-    assert figures["raw_quotes"]["fetch_processes"] == 2
+    assert figures["raw_quotes"]["fetch_processes"] == figures["raw_quotes"]["land_processes"] == 2
     assert figures["cleaned_prices"]["clean_processes"] == 2
     assert figures["raw_quotes"]["ticker_batches"] == figures["cleaned_prices"]["ticker_batches"] == len(TICKERS)
     assert whole_figures["raw_quotes"]["fetch_processes"] == 1

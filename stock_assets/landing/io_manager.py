@@ -28,7 +28,7 @@ from pydantic import Field
 
 from stock_assets import settings
 from stock_assets.landing.stores import LandingStore, LocalLandingStore, is_s3_url, open_store
-from stock_assets.landing.streaming import day_payloads, parquet_bytes, to_table
+from stock_assets.landing.streaming import Spool, day_payloads, parquet_bytes, to_table
 
 DATE_COLUMN = "trade_date"
 SYMBOL_COLUMN = "symbol"
@@ -119,12 +119,25 @@ class LandingIOManager(dg.ConfigurableIOManager):
     )
 
     @classmethod
-    def from_environment(cls) -> "LandingIOManager":
+    def from_environment(cls) -> LandingIOManager:
         """The landing zone named by `STOCK_ASSETS_LANDING_URL` (read at run time), or the local default."""
         url = settings.configured_landing_url()
         if url is None:
             return cls()
         return cls(url=dg.EnvVar(settings.LANDING_URL_ENV), s3=S3Resource() if is_s3_url(url) else None)
+
+    def portable(self) -> dict[str, object]:
+        """This landing zone's configuration, for the same zone in a worker process
+        (stock_assets/landing/workers.py)."""
+        config: dict[str, object] = {"url": self.landing_url}
+        if self.s3 is not None:
+            config["s3"] = {name: getattr(self.s3, name) for name in type(self.s3).model_fields}
+        return config
+
+    @classmethod
+    def from_portable(cls, config: Mapping[str, object]) -> LandingIOManager:
+        s3 = config.get("s3")
+        return cls(url=str(config["url"]), s3=S3Resource(**s3) if s3 else None)
 
     @property
     def landing_url(self) -> str:
@@ -259,3 +272,39 @@ def from_parquet_payloads(payloads: list[bytes]) -> pd.DataFrame:
 def to_parquet_bytes(frame: pd.DataFrame) -> bytes:
     """One partition's file: the frame without its index, as Parquet (the same bytes on every store)."""
     return parquet_bytes(to_table(frame))
+
+
+@dataclass(frozen=True)
+class LandChunk:
+    """One month chunk of a spool to write as day files: the spool's pieces of that chunk."""
+
+    chunk: int
+    days: Sequence[str]
+    spool_root: str
+    pieces: Sequence[tuple[int, int]]
+    empty: pa.Schema  # the columns of a day without rows
+    asset_path: Sequence[str]
+    landing: Mapping[str, object] | None = None  # LandingIOManager.portable(), in a worker process
+
+
+_landings: dict[str, LandingIOManager] = {}
+
+
+def land_chunk(job: LandChunk, landing: LandingIOManager | None = None) -> int:
+    """Write one month chunk's day files (an empty file for a day without rows); returns its rows.
+    `landing` in the step's own process; a worker builds its own once."""
+    table = write_chunk(job, landing)
+    return table.num_rows if table is not None else 0
+
+
+def write_chunk(job: LandChunk, landing: LandingIOManager | None = None) -> pa.Table | None:
+    """`land_chunk`, returning the chunk's rows (None for a chunk without rows)."""
+    if landing is None:
+        assert job.landing is not None, "a chunk landed in a worker needs the landing zone's configuration"
+        name = repr(sorted(job.landing.items()))
+        landing = _landings.get(name) or _landings.setdefault(name, LandingIOManager.from_portable(job.landing))
+    pieces = Spool(job.spool_root)
+    pieces.pieces = set(job.pieces)
+    table = pieces.chunk(job.chunk)
+    landing.write_days(job.asset_path, day_payloads(table, job.days, job.empty))
+    return table

@@ -173,6 +173,14 @@ class Spool:
         self.most_rows_in_memory = max(self.most_rows_in_memory, table.num_rows)
         return table
 
+    def of_chunk(self, chunk: int) -> list[tuple[int, int]]:
+        """The pieces of one chunk (what a worker reading that chunk is given)."""
+        return sorted(key for key in self.pieces if key[1] == chunk)
+
+    def of_batch(self, batch: int) -> list[tuple[int, int]]:
+        """The pieces of one batch."""
+        return sorted(key for key in self.pieces if key[0] == batch)
+
     def batches(self) -> list[int]:
         return sorted({batch for batch, _ in self.pieces})
 

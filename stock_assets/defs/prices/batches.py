@@ -9,16 +9,18 @@ day-over-day rules see every previous bar, and batches never share a symbol.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 
 import pandas as pd
 from sqlalchemy import text
 
 from stock_assets.database.resource import PostgresResource
+from stock_assets.defs.metadata import distinct_by_day, rows_by_day
+from stock_assets.defs.prices.checks import Outcome, evaluate_checks
 from stock_assets.defs.prices.cleaning import REJECTED_COLUMNS, clean_quotes
 from stock_assets.defs.universe.listings import upsert_listings
-from stock_assets.landing.io_manager import DATE_COLUMN
+from stock_assets.landing.io_manager import DATE_COLUMN, LandChunk, LandingIOManager, write_chunk
 from stock_assets.landing.streaming import Spool, to_table
 
 
@@ -73,6 +75,42 @@ def clean_batch(job: CleanJob, database: PostgresResource | None = None) -> Clea
         listings=listings,
         pieces=clean_spool.pieces,
     )
+
+
+@dataclass(frozen=True)
+class CheckChunk:
+    """A month chunk of clean rows to land as day files and to check, day by day."""
+
+    land: LandChunk
+    raw_by_day: Mapping[str, int]  # of the chunk's days
+    counted_by_day: Mapping[str, int]  # rejections the rejected_share check counts
+    reasons_by_day: Mapping[str, Mapping[str, int]]
+    expected: Sequence[str]  # the listings expected to have bars
+    any_session: Set[str]
+    own_sessions: Mapping[str, Set[str]]
+    closed_note: str
+
+
+@dataclass
+class CheckedChunk:
+    """What a landed and checked chunk reports back."""
+
+    rows: int
+    clean_by_day: dict[str, int]
+    symbols_by_day: dict[str, int]
+    outcomes: list[Outcome]
+
+
+def land_and_check_chunk(job: CheckChunk, landing: LandingIOManager | None = None) -> CheckedChunk:
+    """Write one month chunk's clean day files and judge every check on each of its days."""
+    days = job.land.days
+    table = write_chunk(job.land, landing)
+    clean = as_frame(table) if table is not None else job.land.empty.empty_table().to_pandas()
+    del table
+    outcomes = evaluate_checks(clean, job.raw_by_day, job.counted_by_day, job.expected, days, job.any_session,
+                               sessions_by_symbol=job.own_sessions, closed_note=job.closed_note,
+                               rejected_reasons=job.reasons_by_day).outcomes
+    return CheckedChunk(len(clean), rows_by_day(clean, days), distinct_by_day(clean, days, "symbol"), list(outcomes))
 
 
 def as_frame(table) -> pd.DataFrame:

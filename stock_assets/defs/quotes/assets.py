@@ -13,8 +13,8 @@ from stock_assets.defs.quotes.batches import DayFigures, FetchJob, fetch_batch, 
 from stock_assets.defs.quotes.resources import FetchReport, QuoteClient, QuoteSourceUnavailable, empty_raw_frame
 from stock_assets.defs.universe.constituents import resolve_tickers, validate_listing
 from stock_assets.defs.universe.resources import TickerSelection
-from stock_assets.landing.io_manager import REPLACES_SYMBOLS, LandedDays, LandingIOManager
-from stock_assets.landing.streaming import day_payloads, month_chunks, spool, stage, ticker_batches, to_table
+from stock_assets.landing.io_manager import REPLACES_SYMBOLS, LandChunk, LandedDays, LandingIOManager, land_chunk
+from stock_assets.landing.streaming import month_chunks, spool, stage, ticker_batches, to_table
 from stock_assets.landing.workers import processes_for, run_batches, worker_pool
 from stock_assets.markets import sessions_by_symbol
 from stock_assets.yahoo.breaker import CircuitOpenError
@@ -169,38 +169,46 @@ def _fetch_in_batches(context, config, quotes: QuoteClient, symbols, sessions, o
     chunks = month_chunks(keys)
     batches = ticker_batches(symbols, len(sessions))
     portable = quotes.portable()
-    processes = processes_for(len(batches)) if portable is not None else 1
+    # One pool for the step: the batches are fetched in it (unless the client was handed a session
+    # that cannot move to another process) and the month chunks landed.
+    processes = processes_for(len(batches))
+    fetchers = processes if portable is not None else 1
     report = FetchReport()
     figures = DayFigures(keys)
     dividends = splits = 0
     end = sessions[-1] + pd.Timedelta(days=1)
-    with spool("raw_quotes") as pieces, stage("raw_quotes: fetch"):
+    with spool("raw_quotes") as pieces, worker_pool(processes) as pool, stage("raw_quotes: fetch"):
         jobs = (FetchJob(number, batch, sessions[0], end, {symbol: own_sessions[symbol] for symbol in batch}, keys,
-                         chunks, str(pieces.root), config.refresh_cache, portable if processes > 1 else None)
+                         chunks, str(pieces.root), config.refresh_cache, portable if fetchers > 1 else None)
                 for number, batch in enumerate(batches))
         try:
-            with worker_pool(processes) as pool:
-                work = fetch_batch if pool is not None else functools.partial(fetch_batch, quotes=quotes)
-                for fetched in run_batches(pool, work, jobs):
-                    for failure in fetched.report.failures.values():
-                        context.log.warning(failure)
-                    report.absorb(fetched.report)
-                    figures.absorb(fetched.figures)
-                    dividends += fetched.dividends
-                    splits += fetched.splits
-                    pieces.pieces |= fetched.pieces
+            in_pool = fetchers > 1
+            work = fetch_batch if in_pool else functools.partial(fetch_batch, quotes=quotes)
+            for fetched in run_batches(pool if in_pool else None, work, jobs):
+                for failure in fetched.report.failures.values():
+                    context.log.warning(failure)
+                report.absorb(fetched.report)
+                figures.absorb(fetched.figures)
+                dividends += fetched.dividends
+                splits += fetched.splits
+                pieces.pieces |= fetched.pieces
         except CircuitOpenError as err:
             report.absorb(getattr(err, "report", None) or FetchReport())
             raise _suspended(err, report) from err
         _all_failed(quotes, report, symbols, sessions, unserved_ok)
         empty = to_table(empty_raw_frame()).schema
         with stage("raw_quotes: land"):
-            for number, days in enumerate(chunks):
-                landing.write_days(context.asset_key.path, day_payloads(pieces.chunk(number), days, empty))
+            where = landing.portable() if pool is not None else None
+            lands = (LandChunk(number, days, str(pieces.root), pieces.of_chunk(number), empty, context.asset_key.path,
+                               where) for number, days in enumerate(chunks))
+            work = land_chunk if pool is not None else functools.partial(land_chunk, landing=landing)
+            for _ in run_batches(pool, work, lands):
+                pass
     context.log.info("raw_quotes: %d tickers in %d batch(es) by %d process(es), %d rows, %d day files",
-                     len(symbols), len(batches), processes, figures.rows, len(keys))
+                     len(symbols), len(batches), fetchers, figures.rows, len(keys))
     figures.record(context, sessions)
     metadata = _run_metadata(context, config, quotes, report, sessions, figures.rows, dividends, splits)
     metadata["ticker_batches"] = len(batches)
-    metadata["fetch_processes"] = processes
+    metadata["fetch_processes"] = fetchers
+    metadata["land_processes"] = processes
     return dg.Output(LandedDays(files=len(keys), rows=figures.rows), metadata=metadata)
