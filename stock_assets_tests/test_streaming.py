@@ -254,3 +254,28 @@ def test_a_row_without_a_date_is_refused_not_dropped(tmp_path):
         Spool(tmp_path).put_by_chunk(0, streaming.to_table(frame), [["2020-04-30"]])
     with pytest.raises(ValueError, match="None"):
         streaming.day_payloads(streaming.to_table(frame), ["2020-04-30"], streaming.to_table(frame).schema)
+
+
+def test_a_breaker_opened_in_a_worker_fails_the_step_naming_it_and_lands_nothing(database, tmp_path, monkeypatch):
+    import uuid
+
+    from stock_assets.testing.yahoo_emulator import YahooEmulator
+
+    monkeypatch.setenv(settings.WORKER_PROCESSES_ENV, "2")
+    monkeypatch.setenv(settings.BATCH_TICKERS_ENV, "1")
+    emulator = YahooEmulator(rate_per_s=1e6, burst=1000)
+    emulator.inject("5xx")  # Yahoo down: every chart request
+    with emulator.serve() as url:
+        quotes = QuoteClient(source="yahoo", upstream_url=url, database=database, scope=f"workers-{uuid.uuid4().hex}",
+                             rate_per_s=0.0, max_retries=0, breaker_threshold=2, breaker_cooldown_s=600)
+        resources = {"database": database, "quotes": quotes, "tickers": TickerSelection(tickers=TICKERS),
+                     "landing_io_manager": LandingIOManager(base_dir=str(tmp_path / "landing"))}
+        result = dg.materialize([raw_quotes], resources=resources, instance=dg.DagsterInstance.ephemeral(),
+                                tags=RANGE_TAGS, raise_on_error=False)
+    assert not result.success
+    (failure,) = result.get_step_failure_events()  # once: the breaker is not retried around
+    description = failure.step_failure_data.user_failure_data.description
+    # The worker's CircuitOpenError reached the step whole: its message and the fetch figures.
+    assert "Yahoo requests are suspended" in description and "Circuit breaker" in description
+    assert failure.step_failure_data.user_failure_data.metadata["breaker_state"].value == "open"
+    assert not list((tmp_path / "landing").rglob("*.parquet"))

@@ -33,6 +33,11 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+try:  # Dagster's internal metadata accumulator (see add_partition_metadata); without it, the public API
+    from dagster._core.execution.context.metadata_logging import AssetMetadataHandle, OutputMetadataAccumulator
+except ImportError:  # pragma: no cover - a Dagster version that moved it
+    AssetMetadataHandle = OutputMetadataAccumulator = None  # type: ignore[assignment,misc]
+
 # -- column schemas ----------------------------------------------------------------------------
 
 _NOT_NULL = dg.TableColumnConstraints(nullable=False)
@@ -391,6 +396,25 @@ def day_names(values: pd.Series) -> pd.Series:
 def add_partition_metadata(
     context: dg.AssetExecutionContext, by_partition: Mapping[str, Mapping[str, Any]]
 ) -> None:
-    """Attach each partition's own numbers to its materialization (see the module docstring)."""
+    """Attach each partition's own numbers to its materialization (see the module docstring).
+
+    Dagster's `add_asset_metadata` rebuilds the step's whole metadata mapping and lists the run's
+    partition keys on every call: quadratic in the partitions, 8 s per asset for a 20-year range
+    run (7,300 days). The same entries are therefore added in one step when the step context has
+    the accumulator this Dagster version keeps, and one call at a time otherwise."""
+    targeted = set(context.partition_keys)
+    stray = sorted(key for key in by_partition if key not in targeted)
+    if stray:
+        raise dg.DagsterInvariantViolationError(
+            f"Metadata for partition(s) {', '.join(stray[:5])} that this run does not target")
+    step = context.get_step_execution_context()
+    accumulator = getattr(step, "_metadata_accumulator", None)
+    if OutputMetadataAccumulator is not None and isinstance(accumulator, OutputMetadataAccumulator):
+        merged = dict(accumulator.per_output_metadata)
+        for key, metadata in by_partition.items():
+            handle = AssetMetadataHandle(asset_key=context.asset_key, partition_key=key)
+            merged[handle] = {**merged.get(handle, {}), **metadata}
+        step._metadata_accumulator = OutputMetadataAccumulator(per_output_metadata=merged)  # noqa: SLF001
+        return
     for key, metadata in by_partition.items():
         context.add_asset_metadata(dict(metadata), partition_key=key)
