@@ -87,6 +87,13 @@ AS $$
         FROM market.prices p
         WHERE p.trade_date >= month_start - 14
           AND p.trade_date < month_end
+          -- Only symbols that are members at some point of the window: the returns are per symbol,
+          -- so leaving the others out changes no member's return, and a universe with many
+          -- non-members (ETFs, listings abroad, a whole market) no longer sorts them all first.
+          AND EXISTS (SELECT 1 FROM market.index_membership im
+                      WHERE im.symbol = p.symbol
+                        AND im.valid_from < month_end
+                        AND (im.valid_to IS NULL OR im.valid_to > month_start - 14))
     )
     SELECT w.symbol, w.trade_date, c.sector, w.daily_return, w.close, w.volume
     FROM window_prices w

@@ -144,8 +144,10 @@ class YahooEmulator:
         query = dict(parse_qsl(url.query, keep_blank_values=True))
         symbol = unquote(url.path.removeprefix(_CHART_PATH)) if url.path.startswith(_CHART_PATH) else None
         kind = _kind(url.hostname or "", url.path, query)
-        now = time.monotonic()
         with self._lock:
+            # Read under the lock: a thread that read the clock and then waited for the lock would
+            # otherwise be judged at a time before requests already let through, and refused.
+            now = time.monotonic()
             answer = self._refusal(now)
             fault = None
             if answer is None:

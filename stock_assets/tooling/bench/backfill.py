@@ -164,6 +164,7 @@ def _run_backfill(url, dagster_url, workdir, upstream_url, symbols, synthetic, d
     months = pd.period_range(first, last, freq="M")
     batches = [months[i:i + 12] for i in range(0, len(months), 12)]
     phases: dict[str, float] = {}
+    step_seconds: dict[str, float] = {}  # the monthly runs' steps, added up
     runs = 0
     memory = PhaseMemory()
     began = time.perf_counter()
@@ -185,13 +186,18 @@ def _run_backfill(url, dagster_url, workdir, upstream_url, symbols, synthetic, d
         # The daily assets in one run (one single-run backfill), as the UI launches it; the memory
         # profile tells its steps apart (fetch + land, then clean + land).
         with memory.phase("daily_run"):
-            materialize(["raw_quotes", "cleaned_prices"], range_tags(first.replace(day=1), months[-1].end_time.date()))
+            daily = materialize(["raw_quotes", "cleaned_prices"],
+                                range_tags(first.replace(day=1), months[-1].end_time.date()))
         phases["daily_run_s"] = time.perf_counter() - phase
         phase = time.perf_counter()
         with memory.phase("monthly_runs (load + sectors)"):
             for batch in batches:
-                materialize(["monthly_prices", "sector_daily_performance", "sector_monthly_summary"],
-                            range_tags(batch[0].start_time.date(), batch[-1].start_time.date()))
+                monthly = materialize(["monthly_prices", "sector_daily_performance", "sector_monthly_summary"],
+                                      range_tags(batch[0].start_time.date(), batch[-1].start_time.date()))
+                for stats in instance.get_run_step_stats(monthly.run_id):
+                    if stats.start_time and stats.end_time:
+                        step_seconds[stats.step_key] = (step_seconds.get(stats.step_key, 0.0)
+                                                        + stats.end_time - stats.start_time)
         phases["monthly_runs_s"] = time.perf_counter() - phase
     wall = time.perf_counter() - began
     memory.stop()
@@ -214,8 +220,29 @@ def _run_backfill(url, dagster_url, workdir, upstream_url, symbols, synthetic, d
         "peak_rss_pipeline_process_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "peak_rss_by_phase_mb": memory.peaks(),
         "seconds_by_stage": {name: round(value, 2) for name, value in STAGE_SECONDS.items()},
+        "daily_run_figures": _step_figures(daily),
+        "monthly_runs_seconds_by_step": {name: round(value, 2) for name, value in step_seconds.items()},
         "rss_at_start_mb": memory.start_mb,
     }
+
+
+# What the daily run's steps said about themselves: how many processes worked, what went over the wire.
+STEP_FIGURES = {
+    "raw_quotes": ("fetch_processes", "ticker_batches", "history_requests", "cache_hits", "retries",
+                   "failed_attempts", "http_429s", "tickers_failed"),
+    "cleaned_prices": ("clean_processes", "ticker_batches", "rejected_rows_in_run"),
+}
+
+
+def _step_figures(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, object]]:
+    figures: dict[str, dict[str, object]] = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.materialization
+        asset = materialization.asset_key.to_user_string()
+        if asset in STEP_FIGURES and asset not in figures:  # the run's figures ride on every partition
+            figures[asset] = {name: materialization.metadata[name].value for name in STEP_FIGURES[asset]
+                              if name in materialization.metadata}
+    return figures
 
 
 def _archive(tickers: int, days: int) -> tuple[PriceArchive, list[str], bool]:
