@@ -22,7 +22,7 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import TypeVar
 
 from stock_assets import settings
@@ -46,8 +46,10 @@ def processes_for(batches: int) -> int:
 
 @contextlib.contextmanager
 def worker_pool(processes: int) -> Iterator[ProcessPoolExecutor | None]:
-    """A pool of `processes` spawned workers (None for 1: work here). On an error the batches not
-    yet started are cancelled and the workers stopped before the error goes on."""
+    """A pool of `processes` spawned workers (None for 1: work here). On an error (or the run
+    being terminated) the batches not yet started are cancelled and the workers stopped at once,
+    so a worker waiting out Yahoo's retries does not hold the step up; a batch cut short leaves
+    nothing behind but its spool pieces (removed with the spool) and a rolled-back transaction."""
     if processes <= 1:
         yield None
         return
@@ -55,7 +57,12 @@ def worker_pool(processes: int) -> Iterator[ProcessPoolExecutor | None]:
     try:
         yield pool
     except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
+        workers = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.join(timeout=10)
         raise
     pool.shutdown(wait=True)
 
@@ -73,13 +80,16 @@ def run_batches(pool: ProcessPoolExecutor | None, work: Callable[[Job], Result],
     queued: deque[Future] = deque()
 
     def next_result() -> Result:
-        future = queued.popleft()
-        try:
-            return future.result()
-        except BaseException:
-            for other in queued:
-                other.cancel()
-            raise
+        # The oldest job's result, but a later job's failure is raised as soon as it happens.
+        while True:
+            failed = next((f for f in queued if f.done() and f.exception() is not None), None)
+            if failed is not None:
+                for other in queued:
+                    other.cancel()
+                raise failed.exception()
+            if queued[0].done():
+                return queued.popleft().result()
+            wait([f for f in queued if not f.done()], return_when=FIRST_COMPLETED)
 
     for job in jobs:
         queued.append(pool.submit(work, job))
