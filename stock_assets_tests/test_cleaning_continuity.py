@@ -129,6 +129,18 @@ def test_a_100x_day_is_rejected_and_the_day_after_it_is_not():
     assert clean_quotes(raw[days == "2019-03-15"], history=raw[days < "2019-03-15"]).rejected.empty
 
 
+def test_two_bad_days_with_one_good_day_between_reject_the_bad_days_only():
+    # Found by the property test: x2 on 03-13 and on 03-15, the good 03-14 between them moves x1/2
+    # from the first bad bar and the bar after it moves x2 again. Only the bad days go.
+    raw = _raw("XOM", "2019-03-01", "2019-03-29")
+    for day in ("2019-03-13", "2019-03-15"):
+        raw.loc[_at(raw, day), PRICES] *= 2
+    result = clean_quotes(raw)
+    assert sorted(result.rejected["trade_date"]) == [dt.date(2019, 3, 13), dt.date(2019, 3, 15)]
+    assert set(result.rejected["reason"]) == {"split_mismatch"}
+    assert len(result.clean) == len(raw) - 2
+
+
 def test_a_1e300_close_is_rejected_by_name_and_history_rows_are_never_returned():
     raw = _raw("JNJ", "2019-05-01", "2019-05-15")
     raw.loc[_at(raw, "2019-05-08"), ["high", "close"]] = 1e300

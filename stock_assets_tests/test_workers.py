@@ -9,7 +9,7 @@ import psutil
 import pytest
 
 from stock_assets import settings
-from stock_assets.landing.workers import MIN_BATCHES, processes_for, run_batches, worker_pool
+from stock_assets.landing.workers import MIN_BATCHES, processes_for, run_batches, usable_cores, worker_pool
 
 
 def _square_in(job: int) -> tuple[int, int]:
@@ -19,7 +19,8 @@ def _square_in(job: int) -> tuple[int, int]:
 
 def _sleep_or_fail(job: tuple[str, object]) -> object:
     kind, value = job
-    if kind == "fail":
+    if kind == "fail":  # after a second: the batches before it have started by then
+        time.sleep(1)
         raise ValueError(value)
     time.sleep(float(value))
     return value
@@ -43,13 +44,16 @@ def test_a_failing_batch_stops_the_others_at_once():
     began = time.monotonic()
     with pytest.raises(ValueError, match="bad batch"):
         with worker_pool(2) as pool:
-            # The first job would hold the step for a minute; the second fails at once.
-            list(run_batches(pool, _sleep_or_fail, [("sleep", 60), ("fail", "bad batch"), ("sleep", 60)]))
-    assert time.monotonic() - began < 30
-    # The workers are gone (not the resource tracker multiprocessing keeps for this process).
-    assert not [child for child in psutil.Process().children(recursive=True)
-                if child.is_running() and child.status() != psutil.STATUS_ZOMBIE
-                and "spawn_main" in " ".join(child.cmdline())]
+            # After a quick first batch, one worker sleeps for a minute and the other fails a second later.
+            batches = run_batches(pool, _sleep_or_fail, [("sleep", 0), ("sleep", 60), ("fail", "bad batch"),
+                                                         ("sleep", 60)])
+            assert next(batches) == 0
+            workers = [psutil.Process(pid) for pid in pool._processes]  # noqa: SLF001 - the pool's own
+            assert len(workers) == 2
+            list(batches)
+    assert time.monotonic() - began < 30  # not the minute the sleeping batch would take
+    for worker in workers:  # both stopped, the sleeping one too
+        assert not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE
 
 
 def test_how_many_processes(monkeypatch):
@@ -60,7 +64,7 @@ def test_how_many_processes(monkeypatch):
     monkeypatch.setenv(settings.WORKER_PROCESSES_ENV, "1")
     assert processes_for(100) == 1
     monkeypatch.delenv(settings.WORKER_PROCESSES_ENV)
-    assert processes_for(100) == min(os.cpu_count() or 1, 4)
+    assert processes_for(100) == min(usable_cores(), 4)
     monkeypatch.setenv(settings.WORKER_PROCESSES_ENV, "0")
     with pytest.raises(ValueError, match="STOCK_ASSETS_WORKER_PROCESSES must be a positive whole number"):
         processes_for(10)

@@ -38,10 +38,18 @@ MAX_DEFAULT_PROCESSES = 4
 def processes_for(batches: int) -> int:
     """How many worker processes a step with `batches` batches uses (1: none, the step's own)."""
     configured = settings.worker_processes()
-    wanted = configured if configured is not None else min(os.cpu_count() or 1, MAX_DEFAULT_PROCESSES)
+    wanted = configured if configured is not None else min(usable_cores(), MAX_DEFAULT_PROCESSES)
     if wanted <= 1 or batches < MIN_BATCHES:
         return 1
     return min(wanted, batches)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a container's CPU set, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 @contextlib.contextmanager

@@ -17,7 +17,8 @@ stored, at the start of the history, the first day has nothing to be compared wi
 what Yahoo said the day before, whether or not that bar was later rejected for its own move, so
 a misdated split is caught on both of its days (the move without the event, the event without
 the move). A one-day outlier (a bar that jumps and whose next bar jumps back) is not used as the
-next bar's reference, so one bad bar does not also reject the good bar after it.
+next bar's reference, so one bad bar does not also reject the good bar after it (nor do two bad
+bars with one good bar between them).
 
 The residual move (observed / expected) is then judged:
 
@@ -104,6 +105,12 @@ def continuity_flags(
     next_flagged = np.append(flagged[1:], False) & same_next
     next_residual = np.append(residual[1:], 0.0)
     outlier = flagged & next_flagged & (np.abs(residual + next_residual) < SPLIT_TOLERANCE)
+    # The bar that jumps back is the outlier's return, not an outlier itself, even when the bar
+    # after it jumps again: with bad bars two days apart (up, back, up, back) every other bar is
+    # the outlier. In order, over the few candidates only.
+    for position in np.flatnonzero(outlier):
+        if position > 0 and outlier[position - 1] and code[position - 1] == code[position]:
+            outlier[position] = False
     judged = _judge(rows, code, reference=~outlier, accepted=accepted) if outlier.any() else first
     judged.loc[outlier] = first.loc[outlier]  # an outlier itself is judged against its own previous bar
 
