@@ -29,6 +29,7 @@ from pydantic import Field
 from stock_assets import settings
 from stock_assets.landing.stores import LandingStore, LocalLandingStore, is_s3_url, open_store
 from stock_assets.landing.streaming import Spool, day_payloads, parquet_bytes, to_table
+from stock_assets.landing.workers import built_once
 
 DATE_COLUMN = "trade_date"
 SYMBOL_COLUMN = "symbol"
@@ -287,9 +288,6 @@ class LandChunk:
     landing: Mapping[str, object] | None = None  # LandingIOManager.portable(), in a worker process
 
 
-_landings: dict[str, LandingIOManager] = {}
-
-
 def land_chunk(job: LandChunk, landing: LandingIOManager | None = None) -> int:
     """Write one month chunk's day files (an empty file for a day without rows); returns its rows.
     `landing` in the step's own process; a worker builds its own once."""
@@ -301,8 +299,7 @@ def write_chunk(job: LandChunk, landing: LandingIOManager | None = None) -> pa.T
     """`land_chunk`, returning the chunk's rows (None for a chunk without rows)."""
     if landing is None:
         assert job.landing is not None, "a chunk landed in a worker needs the landing zone's configuration"
-        name = repr(sorted(job.landing.items()))
-        landing = _landings.get(name) or _landings.setdefault(name, LandingIOManager.from_portable(job.landing))
+        landing = built_once(LandingIOManager.from_portable, job.landing)
     pieces = Spool(job.spool_root)
     pieces.pieces = set(job.pieces)
     table = pieces.chunk(job.chunk)

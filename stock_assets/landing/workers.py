@@ -21,7 +21,7 @@ import contextlib
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import TypeVar
 
@@ -42,6 +42,18 @@ def processes_for(batches: int) -> int:
     if wanted <= 1 or batches < MIN_BATCHES:
         return 1
     return min(wanted, batches)
+
+
+_built: dict[tuple[str, str], object] = {}
+
+
+def built_once(build: Callable[[Mapping[str, object]], Result], config: Mapping[str, object]) -> Result:
+    """`build(config)`, made once per process and configuration: a worker keeps the resources it
+    builds (a pooled engine, a quote client) for every batch it is given."""
+    key = (f"{build.__module__}.{build.__qualname__}", repr(sorted(config.items())))
+    if key not in _built:
+        _built[key] = build(config)
+    return _built[key]  # type: ignore[return-value]
 
 
 def usable_cores() -> int:

@@ -22,6 +22,7 @@ from stock_assets.defs.prices.cleaning import REJECTED_COLUMNS, clean_quotes
 from stock_assets.defs.universe.listings import upsert_listings
 from stock_assets.landing.io_manager import DATE_COLUMN, LandChunk, LandingIOManager, write_chunk
 from stock_assets.landing.streaming import Spool, to_table
+from stock_assets.landing.workers import built_once
 
 
 @dataclass(frozen=True)
@@ -49,15 +50,11 @@ class CleanedBatch:
     pieces: set[tuple[int, int]]
 
 
-_databases: dict[str, PostgresResource] = {}
-
-
 def clean_batch(job: CleanJob, database: PostgresResource | None = None) -> CleanedBatch:
     """Clean one batch; `database` in the step's own process, a worker builds its own once."""
     if database is None:
         assert job.database is not None, "a batch cleaned in a worker needs the database's configuration"
-        name = repr(sorted(job.database.items()))
-        database = _databases.get(name) or _databases.setdefault(name, PostgresResource(**job.database))
+        database = built_once(_postgres, job.database)
     raw_spool = Spool(job.raw_root)
     raw_spool.pieces = set(job.raw_pieces)
     raw = as_frame(raw_spool.batch(job.number))
@@ -111,6 +108,10 @@ def land_and_check_chunk(job: CheckChunk, landing: LandingIOManager | None = Non
                                sessions_by_symbol=job.own_sessions, closed_note=job.closed_note,
                                rejected_reasons=job.reasons_by_day).outcomes
     return CheckedChunk(len(clean), rows_by_day(clean, days), distinct_by_day(clean, days, "symbol"), list(outcomes))
+
+
+def _postgres(config) -> PostgresResource:
+    return PostgresResource(**config)
 
 
 def as_frame(table) -> pd.DataFrame:

@@ -19,6 +19,7 @@ from stock_assets.defs.metadata import add_partition_metadata, distinct_by_day, 
 from stock_assets.defs.partitions import is_trading_day
 from stock_assets.defs.quotes.resources import FetchReport, QuoteClient
 from stock_assets.landing.streaming import Spool, to_table
+from stock_assets.landing.workers import built_once
 
 
 @dataclass(frozen=True)
@@ -48,17 +49,13 @@ class FetchedBatch:
     pieces: set[tuple[int, int]]
 
 
-_clients: dict[str, QuoteClient] = {}
-
-
 def fetch_batch(job: FetchJob, quotes: QuoteClient | None = None) -> FetchedBatch:
     """Fetch one batch (one request per ticker for the whole range), keep each listing's own
     sessions, count it and spool it by month chunk. `quotes` in the step's own process; a worker
     builds the client from `job.client` once and keeps it for its later batches."""
     if quotes is None:
         assert job.client is not None, "a batch fetched in a worker needs the client's configuration"
-        name = repr(sorted(job.client.items()))
-        quotes = _clients.get(name) or _clients.setdefault(name, QuoteClient.from_portable(job.client))
+        quotes = built_once(QuoteClient.from_portable, job.client)
     frame, report = quotes.fetch(list(job.symbols), job.first, job.end, refresh_cache=job.refresh_cache)
     frame = own_bars(frame, job.symbols, job.own_sessions)
     figures = DayFigures(job.keys)
