@@ -69,9 +69,12 @@ def tickers_per_batch(sessions: int) -> int:
     return max(1, settings.batch_rows() // max(1, sessions))
 
 
-def ticker_batches(symbols: Sequence[str], sessions: int) -> list[list[str]]:
-    """`symbols` in order, cut into batches of `tickers_per_batch(sessions)`."""
+def ticker_batches(symbols: Sequence[str], sessions: int, most: int | None = None) -> list[list[str]]:
+    """`symbols` in order, cut into batches of `tickers_per_batch(sessions)`, or of at most `most`
+    tickers (unless the batch size is set) when the work follows the tickers more than the rows."""
     size = tickers_per_batch(sessions)
+    if most is not None and settings.batch_tickers() is None:
+        size = min(size, most)
     return [list(symbols[i:i + size]) for i in range(0, len(symbols), size)]
 
 

@@ -149,8 +149,8 @@ def cleaned_prices(
                 jobs = (CleanJob(batch, str(raw_pieces.root), raw_pieces.of_batch(batch), str(clean_pieces.root),
                                  chunks, history, moves, database.portable() if pool is not None else None)
                         for batch in batches)
-                work = clean_batch if pool is not None else functools.partial(clean_batch, database=database)
-                for cleaned in run_batches(pool, work, jobs):
+                here = functools.partial(clean_batch, database=database)
+                for cleaned in run_batches(pool, clean_batch, jobs, here=here):
                     run.add_cleaned(cleaned)
                     clean_pieces.pieces |= cleaned.pieces
             # A point-in-time index member with no raw bar in the whole run is one the source does
@@ -170,9 +170,8 @@ def cleaned_prices(
                     reasons_by_day={day: run.reasons_by_day[day] for day in days},
                     expected=expected, any_session=any_session, own_sessions=own_sessions, closed_note=closed_note,
                 ) for number, days in enumerate(chunks))
-                work = (land_and_check_chunk if pool is not None
-                        else functools.partial(land_and_check_chunk, landing=landing_io_manager))
-                for checked in run_batches(pool, work, checks):
+                here = functools.partial(land_and_check_chunk, landing=landing_io_manager)
+                for checked in run_batches(pool, land_and_check_chunk, checks, here=here):
                     run.add_clean(checked)
                     outcomes += checked.outcomes
     context.log.info("cleaned_prices: %d raw rows in %d ticker batch(es) of up to %d by %d process(es), "

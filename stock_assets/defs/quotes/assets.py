@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 from stock_assets import settings
 from stock_assets.defs.metadata import asset_metadata
 from stock_assets.defs.partitions import trading_day_partitions, window_dates
-from stock_assets.defs.quotes.batches import DayFigures, FetchJob, fetch_batch, own_bars
+from stock_assets.defs.quotes.batches import FETCH_BATCH_TICKERS, DayFigures, FetchJob, fetch_batch, own_bars
 from stock_assets.defs.quotes.resources import FetchReport, QuoteClient, QuoteSourceUnavailable, empty_raw_frame
 from stock_assets.defs.universe.constituents import resolve_tickers, validate_listing
 from stock_assets.defs.universe.resources import TickerSelection
@@ -167,7 +167,7 @@ def _fetch_in_batches(context, config, quotes: QuoteClient, symbols, sessions, o
     fetch as a whole succeeded (not every ticker failed, the breaker stayed closed)."""
     keys = list(context.partition_keys)
     chunks = month_chunks(keys)
-    batches = ticker_batches(symbols, len(sessions))
+    batches = ticker_batches(symbols, len(sessions), most=FETCH_BATCH_TICKERS)
     portable = quotes.portable()
     # One pool for the step: the batches are fetched in it (unless the client was handed a session
     # that cannot move to another process) and the month chunks landed.
@@ -182,9 +182,8 @@ def _fetch_in_batches(context, config, quotes: QuoteClient, symbols, sessions, o
                          chunks, str(pieces.root), config.refresh_cache, portable if fetchers > 1 else None)
                 for number, batch in enumerate(batches))
         try:
-            in_pool = fetchers > 1
-            work = fetch_batch if in_pool else functools.partial(fetch_batch, quotes=quotes)
-            for fetched in run_batches(pool if in_pool else None, work, jobs):
+            here = functools.partial(fetch_batch, quotes=quotes)
+            for fetched in run_batches(pool if fetchers > 1 else None, fetch_batch, jobs, here=here):
                 for failure in fetched.report.failures.values():
                     context.log.warning(failure)
                 report.absorb(fetched.report)
@@ -201,8 +200,7 @@ def _fetch_in_batches(context, config, quotes: QuoteClient, symbols, sessions, o
             where = landing.portable() if pool is not None else None
             lands = (LandChunk(number, days, str(pieces.root), pieces.of_chunk(number), empty, context.asset_key.path,
                                where) for number, days in enumerate(chunks))
-            work = land_chunk if pool is not None else functools.partial(land_chunk, landing=landing)
-            for _ in run_batches(pool, work, lands):
+            for _ in run_batches(pool, land_chunk, lands, here=functools.partial(land_chunk, landing=landing)):
                 pass
     context.log.info("raw_quotes: %d tickers in %d batch(es) by %d process(es), %d rows, %d day files",
                      len(symbols), len(batches), fetchers, figures.rows, len(keys))

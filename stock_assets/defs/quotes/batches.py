@@ -22,6 +22,12 @@ from stock_assets.landing.streaming import Spool, to_table
 from stock_assets.landing.workers import built_once
 
 
+# A fetch's work follows its requests more than its rows (yfinance reads each answer in about 20 ms
+# of interpreter time), so a daily run of the whole universe is cut into batches too, for the
+# step's worker processes to share (stock_assets/landing/workers.py).
+FETCH_BATCH_TICKERS = 50
+
+
 @dataclass(frozen=True)
 class FetchJob:
     """A batch to fetch: its symbols over [first, end), each kept on its own sessions only."""
