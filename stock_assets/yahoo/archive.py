@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from stock_assets import settings
@@ -206,6 +207,16 @@ class PriceArchive:
             }
         )
 
+    def bar_arrays(self, symbol: str) -> dict[str, np.ndarray]:
+        """Every bar of the symbol as arrays, dates as datetime64[D] (what the replay answers from:
+        no per-row Python objects). KeyError for a symbol not in the archive."""
+        frame = self._frame(symbol)
+        return {
+            "date": frame["date"].to_numpy(dtype="datetime64[D]"),
+            **{column: frame[column].to_numpy(dtype="float64") for column in _PRICE_COLUMNS},
+            "volume": frame["volume"].to_numpy(dtype="int64"),
+        }
+
     def listing(self, symbol: str) -> Listing:
         """The symbol's market: recorded, given in the CSV, or from its exchange suffix."""
         self._frame(symbol)
@@ -214,14 +225,13 @@ class PriceArchive:
     def dividends(self, symbol: str) -> pd.Series:
         """Cash dividend per (split-adjusted) share, indexed by ex-date."""
         self._frame(symbol)
-        every = self._all_dividends if self._given_dividends is None else self._given_dividends
-        rows = every[every["symbol"] == symbol]
+        rows = self._dividends_by_symbol.get(symbol, self._no_dividends)
         return _dated_series(rows["date"], rows["amount"], "dividends")
 
     def splits(self, symbol: str) -> pd.Series:
         """Split ratio (new shares per old share, e.g. 4.0), indexed by ex-date."""
         self._frame(symbol)
-        rows = self._splits[self._splits["symbol"] == symbol].sort_values("date")
+        rows = self._splits_by_symbol.get(symbol, self._splits.iloc[:0])
         return _dated_series(rows["date"], rows["numerator"] / rows["denominator"], "splits")
 
     def _frame(self, symbol: str) -> pd.DataFrame:
@@ -229,6 +239,21 @@ class PriceArchive:
             return self._by_symbol[symbol]
         except KeyError:
             raise KeyError(f"{symbol!r} is not in the price archive") from None
+
+    # Each symbol's events, grouped once: a replay of a whole market asks for every symbol's.
+    @functools.cached_property
+    def _dividends_by_symbol(self) -> dict[str, pd.DataFrame]:
+        every = self._all_dividends if self._given_dividends is None else self._given_dividends
+        return {symbol: rows.sort_values("date") for symbol, rows in every.groupby("symbol", sort=False)}
+
+    @functools.cached_property
+    def _no_dividends(self) -> pd.DataFrame:
+        every = self._all_dividends if self._given_dividends is None else self._given_dividends
+        return every.iloc[:0]
+
+    @functools.cached_property
+    def _splits_by_symbol(self) -> dict[str, pd.DataFrame]:
+        return {symbol: rows.sort_values("date") for symbol, rows in self._splits.groupby("symbol", sort=False)}
 
     @functools.cached_property
     def _all_dividends(self) -> pd.DataFrame:

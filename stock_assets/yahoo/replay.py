@@ -130,7 +130,7 @@ class YahooReplayAdapter(BaseAdapter):
         if interval not in YAHOO_INTERVALS:
             valid = ", ".join(YAHOO_INTERVALS)
             raise _ChartError(400, f"Invalid input - interval={interval} is not supported. Valid intervals: [{valid}]")
-        bars = self.archive.bars(symbol, self.archive.first_date, self._until)
+        bars = self.archive.bar_arrays(symbol)
         listing = self.archive.listing(symbol)
         opens = _opening_times(bars["date"], listing)
         start, end, range_name = self._window(query, opens)
@@ -145,7 +145,8 @@ class YahooReplayAdapter(BaseAdapter):
         if not in_window.any():
             result["indicators"] = {"quote": [{}]}
         else:
-            timestamps, window = _aggregate(bars[in_window], opens[in_window], interval, listing.timezone)
+            timestamps, window = _aggregate({column: values[in_window] for column, values in bars.items()},
+                                            opens[in_window], interval, listing.timezone)
             result["timestamp"] = timestamps
             events = self._events(listing, query.get("events", ""), start, end)
             if events:
@@ -186,13 +187,14 @@ class YahooReplayAdapter(BaseAdapter):
         return start, self._now, range_name
 
     def _meta(
-        self, listing: Listing, bars: pd.DataFrame, opens: np.ndarray, start: int, interval: str, range_name: str
+        self, listing: Listing, bars: Mapping[str, np.ndarray], opens: np.ndarray, start: int, interval: str,
+        range_name: str,
     ) -> dict[str, Any]:
         zone = ZoneInfo(listing.timezone)
         close_time = dt.datetime.fromtimestamp(self._now, zone)
         gmtoffset, timezone = int(close_time.utcoffset().total_seconds()), close_time.tzname()
         earlier = bars["close"][opens < start]
-        previous_close = {"chartPreviousClose": round(float(earlier.iloc[-1]), 4)} if len(earlier) else {}
+        previous_close = {"chartPreviousClose": round(float(earlier[-1]), 4)} if len(earlier) else {}
         last = self.archive.last_date
 
         def trading_period(begin: dt.time, finish: dt.time) -> dict[str, Any]:
@@ -213,7 +215,7 @@ class YahooReplayAdapter(BaseAdapter):
             "gmtoffset": gmtoffset,
             "timezone": timezone,
             "exchangeTimezoneName": listing.timezone,
-            "regularMarketPrice": round(float(bars["close"].iloc[-1]), 4),
+            "regularMarketPrice": round(float(bars["close"][-1]), 4),
             **previous_close,
             "priceHint": 2,
             "currentTradingPeriod": {
@@ -260,27 +262,29 @@ def _epoch(day: dt.date, time: dt.time, zone: ZoneInfo = _MARKET_TZ) -> int:
     return int(dt.datetime.combine(day, time, zone).timestamp())
 
 
-def _opening_times(dates: Iterable[dt.date], listing: Listing | None = None) -> np.ndarray:
+def _opening_times(dates: Iterable[dt.date] | np.ndarray, listing: Listing | None = None) -> np.ndarray:
     """Epoch seconds of the session open in the listing's exchange time on each date (09:30 New
     York for a US listing, 08:00 London, 09:00 Tokyo): where Yahoo stamps daily bars and events."""
     opens, zone = (dt.time(9, 30), MARKET_TIMEZONE) if listing is None else (listing.opens, listing.timezone)
-    opening = pd.DatetimeIndex(pd.to_datetime(list(dates))) + pd.Timedelta(hours=opens.hour, minutes=opens.minute)
-    return _seconds(opening.tz_localize(zone))
+    days = dates if isinstance(dates, np.ndarray) else np.array(list(dates), dtype="datetime64[D]")
+    opening = days.astype("datetime64[s]") + np.timedelta64(opens.hour * 3600 + opens.minute * 60, "s")
+    return _seconds(pd.DatetimeIndex(opening).tz_localize(zone))
 
 
 def _seconds(stamps: pd.DatetimeIndex) -> np.ndarray:
-    return np.asarray((stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1), dtype="int64")
+    return stamps.as_unit("s").asi8.astype("int64", copy=False)
 
 
-def _aggregate(bars: pd.DataFrame, opens: np.ndarray, interval: str,
-               timezone: str = MARKET_TIMEZONE) -> tuple[list[int], pd.DataFrame]:
+def _aggregate(bars: Mapping[str, np.ndarray], opens: np.ndarray, interval: str,
+               timezone: str = MARKET_TIMEZONE) -> tuple[list[int], Mapping[str, Any]]:
     """Bars and their timestamps at `interval`: daily as they are; weekly (stamped Monday 00:00) and
     monthly (stamped on the 1st, 00:00) aggregated from the daily bars, like Yahoo."""
     period = _BAR_PERIODS[interval]
     if period is None:
         return opens.tolist(), bars
-    starts = pd.DatetimeIndex(pd.to_datetime(list(bars["date"]))).to_period(period).start_time
-    grouped = bars.drop(columns="date").groupby(starts, sort=True).agg(
+    frame = pd.DataFrame({column: values for column, values in bars.items() if column != "date"})
+    starts = pd.DatetimeIndex(bars["date"].astype("datetime64[s]")).to_period(period).start_time
+    grouped = frame.groupby(starts, sort=True).agg(
         {"open": "first", "high": "max", "low": "min", "close": "last", "adj_close": "last", "volume": "sum"}
     )
     return _seconds(grouped.index.tz_localize(timezone)).tolist(), grouped
