@@ -127,10 +127,14 @@ def _calendar(code: str) -> exchange_calendars.ExchangeCalendar:
     earliest date, e.g. 1997 for Tokyo)."""
     from stock_assets import settings
 
-    first = min(dt.date.fromisoformat(settings.first_day()), dt.date(2010, 1, 1)).replace(month=1, day=1)
-    bound = type(exchange_calendars.get_calendar(code)).bound_min()
-    start = pd.Timestamp(first) if bound is None else max(pd.Timestamp(first), bound)
-    return exchange_calendars.get_calendar(code, start=start)
+    first = pd.Timestamp(min(dt.date.fromisoformat(settings.first_day()), dt.date(2010, 1, 1)).replace(month=1, day=1))
+    try:  # a calendar costs a few tenths of a second to build: build it once if it reaches that far
+        return exchange_calendars.get_calendar(code, start=first)
+    except ValueError:  # it does not: from its earliest date
+        bound = type(exchange_calendars.get_calendar(code)).bound_min()
+        if bound is None:
+            raise
+        return exchange_calendars.get_calendar(code, start=max(first, bound))
 
 
 def sessions(code: str, start: dt.date, end: dt.date) -> list[dt.date]:
