@@ -189,6 +189,8 @@ def _run_backfill(url, dagster_url, workdir, upstream_url, symbols, synthetic, d
             daily = materialize(["raw_quotes", "cleaned_prices"],
                                 range_tags(first.replace(day=1), months[-1].end_time.date()))
         phases["daily_run_s"] = time.perf_counter() - phase
+        daily_steps = {stats.step_key: round(stats.end_time - stats.start_time, 2)
+                       for stats in instance.get_run_step_stats(daily.run_id) if stats.start_time and stats.end_time}
         phase = time.perf_counter()
         with memory.phase("monthly_runs (load + sectors)"):
             for batch in batches:
@@ -221,6 +223,7 @@ def _run_backfill(url, dagster_url, workdir, upstream_url, symbols, synthetic, d
         "peak_rss_by_phase_mb": memory.peaks(),
         "seconds_by_stage": {name: round(value, 2) for name, value in STAGE_SECONDS.items()},
         "daily_run_figures": _step_figures(daily),
+        "daily_run_seconds_by_step": daily_steps,
         "monthly_runs_seconds_by_step": {name: round(value, 2) for name, value in step_seconds.items()},
         "rss_at_start_mb": memory.start_mb,
     }
