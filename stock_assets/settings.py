@@ -25,8 +25,8 @@ is a matter of environment variables, never a code change.
 | STOCK_ASSETS_BATCH_ROWS       | rows a backfill holds in memory at a time (its ticker      | `250000`                     |
 |                               | batch is this divided by the run's sessions)               |                              |
 | STOCK_ASSETS_BATCH_TICKERS    | a fixed number of tickers per batch instead                | from the rows                |
-| STOCK_ASSETS_WORKER_PROCESSES | processes a backfill step spreads its batches over         | one per core, at most 4      |
-|                               | (1 = the step's own process only)                          |                              |
+| STOCK_ASSETS_WORKER_PROCESSES | processes a step spreads its batches over, its own         | one per core, at most 4      |
+|                               | included (1 = the step's own process only)                 |                              |
 | STOCK_ASSETS_SECTOR_HISTORY   | a CSV of GICS sectors of past S&P 500 members (symbol,     | none                         |
 |                               | sector,valid_from[,valid_to]), merged into                 |                              |
 |                               | sector_classification (README "Survivorship")             |                              |
@@ -155,7 +155,7 @@ def batch_tickers() -> int | None:
 
 
 def worker_processes() -> int | None:
-    """Worker processes a streamed backfill step uses (landing/workers.py), or None for the default."""
+    """Processes a streamed step works in, its own included (landing/workers.py), or None for the default."""
     return _positive_int(WORKER_PROCESSES_ENV)
 
 
