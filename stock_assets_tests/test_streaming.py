@@ -16,7 +16,7 @@ from stock_assets.defs.prices.assets import cleaned_prices
 from stock_assets.defs.quotes.assets import raw_quotes
 from stock_assets.defs.quotes.resources import QuoteClient
 from stock_assets.defs.universe.resources import TickerSelection
-from stock_assets.landing import streaming
+from stock_assets.landing import streaming, workers
 from stock_assets.landing.io_manager import LandedDays, LandedRange, LandingIOManager
 from stock_assets.landing.streaming import Spool, month_chunks, tickers_per_batch
 
@@ -160,7 +160,9 @@ def test_batches_in_worker_processes_store_exactly_what_one_process_stores(datab
     counts_whole = _backfill(database, tmp_path / "whole", whole_figures)
     rejections_whole = _rejections(database)
 
-    # One ticker a batch, five batches: enough for the steps to hand them to two spawned workers.
+    # One ticker a batch, five batches: enough for the steps to hand them to spawned workers, and
+    # every batch is left to them (the step's own process would be done before they are up).
+    monkeypatch.setattr(workers, "WORK_HERE", False)
     monkeypatch.setenv(settings.WORKER_PROCESSES_ENV, "2")
     monkeypatch.setenv(settings.BATCH_TICKERS_ENV, "1")
     figures: dict = {}
@@ -261,6 +263,7 @@ def test_a_breaker_opened_in_a_worker_fails_the_step_naming_it_and_lands_nothing
 
     from stock_assets.testing.yahoo_emulator import YahooEmulator
 
+    monkeypatch.setattr(workers, "WORK_HERE", False)  # the breaker opens in a worker
     monkeypatch.setenv(settings.WORKER_PROCESSES_ENV, "2")
     monkeypatch.setenv(settings.BATCH_TICKERS_ENV, "1")
     emulator = YahooEmulator(rate_per_s=1e6, burst=1000)
@@ -279,3 +282,15 @@ def test_a_breaker_opened_in_a_worker_fails_the_step_naming_it_and_lands_nothing
     assert "Yahoo requests are suspended" in description and "Circuit breaker" in description
     assert failure.step_failure_data.user_failure_data.metadata["breaker_state"].value == "open"
     assert not list((tmp_path / "landing").rglob("*.parquet"))
+
+
+def test_raw_rows_go_to_the_same_batch_in_every_process():
+    batching = clean_batches.RawBatching.of(["AAPL", "MSFT", " ko", "PEP", "XOM"], size=2)
+    assert batching.batches == 3
+    assert [batching.batch(name) for name in ("AAPL", "MSFT", "KO", "PEP", "XOM")] == [0, 0, 1, 1, 2]
+    # A symbol the raw days hold but the run no longer tracks: a batch by a hash that does not
+    # change from process to process (Python's own hash of a string does).
+    with workers.worker_pool(2) as pool:
+        elsewhere = [pool.submit(batching.batch, name).result() for name in ("GE", "TWTR", "FB")]
+    assert elsewhere == [batching.batch(name) for name in ("GE", "TWTR", "FB")]
+    assert all(0 <= batch < 3 for batch in elsewhere)

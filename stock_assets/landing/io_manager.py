@@ -71,17 +71,19 @@ class LandedRange:
 
     def months(self) -> Iterator[tuple[list[str], pa.Table | None]]:
         """(the month's partition keys, its stored rows as one Arrow table or None when it has none)."""
+        for days in self.month_chunks():
+            yield days, read_days(self.store, self.asset_path, self.stored(days))
+
+    def month_chunks(self) -> list[list[str]]:
+        """The range's keys, a calendar month at a time."""
         from stock_assets.landing.streaming import month_chunks
 
-        present = set(self.present)
-        for days in month_chunks(self.keys):
-            stored = [key for key in days if key in present]
-            payloads = self.store.read_many(self.asset_path, stored)
-            tables = [pq.ParquetFile(pa.BufferReader(payloads[key])).read() for key in stored
-                      if payloads[key] is not None]
-            del payloads
-            tables = [table for table in tables if table.num_rows]
-            yield days, (pa.concat_tables(tables, promote_options="permissive") if tables else None)
+        return month_chunks(self.keys)
+
+    def stored(self, days: Sequence[str]) -> list[str]:
+        """Those of `days` that have a stored file."""
+        missing = set(self.missing)
+        return [key for key in days if key not in missing]
 
     def frame(self, days: Sequence[str] | None = None) -> pd.DataFrame:
         """The stored rows of `days` (default: the whole range) as one frame."""
@@ -89,6 +91,15 @@ class LandedRange:
         wanted = [key for key in (self.keys if days is None else days) if key in present]
         payloads = self.store.read_many(self.asset_path, wanted)
         return _as_frame(from_parquet_payloads([p for p in payloads.values() if p is not None]))
+
+
+def read_days(store: LandingStore, asset_path: Sequence[str], days: Sequence[str]) -> pa.Table | None:
+    """The stored rows of `days` (each stored) as one Arrow table, None when they hold no rows."""
+    payloads = store.read_many(tuple(asset_path), list(days))
+    tables = [pq.ParquetFile(pa.BufferReader(payloads[key])).read() for key in days if payloads[key] is not None]
+    del payloads
+    tables = [table for table in tables if table.num_rows]
+    return pa.concat_tables(tables, promote_options="permissive") if tables else None
 
 
 class MissingLandingPartitions(dg.Failure):

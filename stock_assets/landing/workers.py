@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import TypeVar
@@ -36,6 +35,9 @@ Result = TypeVar("Result")
 # Fewer batches than this are worked in the step's own process: spawning costs more than it saves.
 MIN_BATCHES = 4
 MAX_DEFAULT_PROCESSES = 4
+# Whether a step's own process works batches beside its workers. Tests turn it off to put every
+# batch through the workers' path (pickling, resources rebuilt from their configuration).
+WORK_HERE = True
 
 
 def processes_for(batches: int) -> int:
@@ -144,6 +146,8 @@ def run_batches(pool: WorkerPool | None, work: Callable[[Job], Result], jobs: It
         for job in jobs:
             yield (here or work)(job)
         return
+    if not WORK_HERE:
+        here = None
     pending = iter(enumerate(jobs))
     done: dict[int, Result] = {}  # worked here, waiting for their turn
     queued: dict[int, Future] = {}

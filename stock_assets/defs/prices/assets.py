@@ -7,10 +7,8 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 from sqlalchemy import text
 
 from stock_assets.database.resource import PostgresResource
@@ -29,8 +27,11 @@ from stock_assets.defs.prices.batches import (
     CheckedChunk,
     CleanedBatch,
     CleanJob,
+    RawBatching,
+    RawMonthJob,
     clean_batch,
     land_and_check_chunk,
+    spool_raw_month,
 )
 from stock_assets.defs.prices.checks import (  # noqa: F401 - the checks' limits are part of this asset's story
     CHECKS,
@@ -55,8 +56,6 @@ from stock_assets.landing.io_manager import (
     LandingIOManager,
 )
 from stock_assets.landing.streaming import (
-    Spool,
-    day_codes,
     month_chunks,
     spool,
     stage,
@@ -128,23 +127,26 @@ def cleaned_prices(
     chunks = month_chunks(keys)
     outcomes: list[Outcome] = []
     with spool("cleaned_prices-raw") as raw_pieces, spool("cleaned_prices-clean") as clean_pieces:
-        # 1. The stored raw days, a month at a time, cut into ticker batches (a symbol's whole
-        #    series stays in one batch: the day-over-day rules compare it with its previous bar).
-        batch_of: dict[str, int] = {}
+        # One pool for the three stages below (stock_assets/landing/workers.py); None: work here.
         size = tickers_per_batch(len(sessions))
-        with stage("cleaned_prices: read raw"):
-            for number, (days, table) in enumerate(raw_quotes.months()):
-                if table is None:
-                    continue
-                run.add_raw(table, days)
-                _spool_by_ticker(raw_pieces, number, table, batch_of, size)
-                del table
-        # 2. Clean one ticker batch at a time, many batches side by side in worker processes
-        #    (stock_assets/landing/workers.py); rejections are written as each batch is judged.
-        batches = raw_pieces.batches() if raw_pieces.pieces else []
-        # One pool for both stages below (stock_assets/landing/workers.py); None: work here.
-        processes = processes_for(len(batches))
+        batching = RawBatching.of(tracked, size)
+        processes = processes_for(batching.batches)
+        seen: set[str] = set()  # the symbols the raw days hold
         with worker_pool(processes) as pool:
+            # 1. The stored raw days, a month at a time, cut into ticker batches (a symbol's whole
+            #    series stays in one batch: the day-over-day rules compare it with its previous bar).
+            with stage("cleaned_prices: read raw"):
+                months = (RawMonthJob(number, raw_quotes.stored(days), raw_quotes.asset_path, str(raw_pieces.root),
+                                      batching, landing_io_manager.portable() if pool is not None else None)
+                          for number, days in enumerate(raw_quotes.month_chunks()))
+                here = functools.partial(spool_raw_month, store=raw_quotes.store)
+                for month in run_batches(pool, spool_raw_month, months, here=here):
+                    run.add_raw(month.rows, month.rows_by_day)
+                    seen |= month.names
+                    raw_pieces.pieces |= month.pieces
+            # 2. Clean one ticker batch at a time, many batches side by side; rejections are
+            #    written as each batch is judged.
+            batches = raw_pieces.batches() if raw_pieces.pieces else []
             with stage("cleaned_prices: clean"):
                 jobs = (CleanJob(batch, str(raw_pieces.root), raw_pieces.of_batch(batch), str(clean_pieces.root),
                                  chunks, history, moves, database.portable() if pool is not None else None)
@@ -155,7 +157,7 @@ def cleaned_prices(
                     clean_pieces.pieces |= cleaned.pieces
             # A point-in-time index member with no raw bar in the whole run is one the source does
             # not serve (delisted; raw_quotes names it): reported, not expected by tickers_complete.
-            not_served = sorted(tickers.index_only(tracked) - set(batch_of))
+            not_served = sorted(tickers.index_only(tracked) - seen)
             expected = sorted(set(tracked) - set(not_served))
             # 3. The per-day files and the checks, a month (every ticker) at a time.
             empty = _empty_clean_schema()
@@ -232,12 +234,11 @@ class _RunTotals:
         self.reasons: Counter = Counter()
         self.raw_rows = self.clean_rows = self.rejected_rows = self.symbols = self.listings = 0
 
-    def add_raw(self, table, days: list[str]) -> None:
-        self.raw_rows += table.num_rows
-        codes, names = day_codes(table)
-        found = dict(zip(names, np.bincount(codes[codes >= 0], minlength=len(names)).tolist()))
-        for day in days:
-            self.raw_by_day[day] += found.get(day, 0)
+    def add_raw(self, rows: int, rows_by_day: dict[str, int]) -> None:
+        self.raw_rows += rows
+        for day, count in rows_by_day.items():
+            if day in self.raw_by_day:
+                self.raw_by_day[day] += count
 
     def add_cleaned(self, cleaned: CleanedBatch) -> None:
         rejected = cleaned.rejected
@@ -258,22 +259,6 @@ class _RunTotals:
         self.clean_rows += checked.rows
         self.clean_by_day.update(checked.clean_by_day)
         self.symbols_by_day.update(checked.symbols_by_day)
-
-
-def _spool_by_ticker(pieces: Spool, chunk: int, table, batch_of: dict[str, int], size: int) -> None:
-    """One month of raw rows into the spool, cut by ticker batch (symbols numbered as first seen,
-    `size` to a batch; spelling differences Yahoo never makes, like case, stay together)."""
-    names = pc.utf8_upper(pc.utf8_trim_whitespace(pc.cast(table.column("symbol"), pa.string())))
-    names = pc.fill_null(names, "")
-    codes, uniques = pd.factorize(np.asarray(names.to_numpy(zero_copy_only=False), dtype=object))
-    for name in uniques:
-        batch_of.setdefault(name, len(batch_of) // size)
-    batches = np.array([batch_of[name] for name in uniques], dtype=np.int64)[codes]
-    order = np.argsort(batches, kind="stable")
-    table, batches = table.take(order), batches[order]
-    for batch in np.unique(batches):
-        first, last = np.searchsorted(batches, [batch, batch + 1])
-        pieces.put(int(batch), chunk, table.slice(first, last - first))
 
 
 @functools.cache

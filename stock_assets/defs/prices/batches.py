@@ -9,10 +9,14 @@ day-over-day rules see every previous bar, and batches never share a symbol.
 from __future__ import annotations
 
 import datetime as dt
+import zlib
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import text
 
 from stock_assets.database.resource import PostgresResource
@@ -20,9 +24,80 @@ from stock_assets.defs.metadata import distinct_by_day, rows_by_day
 from stock_assets.defs.prices.checks import Outcome, evaluate_checks
 from stock_assets.defs.prices.cleaning import REJECTED_COLUMNS, clean_quotes
 from stock_assets.defs.universe.listings import upsert_listings
-from stock_assets.landing.io_manager import DATE_COLUMN, LandChunk, LandingIOManager, write_chunk
-from stock_assets.landing.streaming import Spool, to_table
+from stock_assets.landing.io_manager import DATE_COLUMN, LandChunk, LandingIOManager, read_days, write_chunk
+from stock_assets.landing.stores import LandingStore
+from stock_assets.landing.streaming import Spool, day_codes, to_table
 from stock_assets.landing.workers import built_once
+
+
+@dataclass(frozen=True)
+class RawBatching:
+    """Which ticker batch a raw row goes to, the same in every process: the tracked symbols in
+    order, `size` to a batch; a symbol the raw days hold but the run no longer tracks joins a
+    batch by a stable hash of its name. Names are compared trimmed and upper-cased, so spelling
+    differences Yahoo never makes stay together."""
+
+    batch_of: Mapping[str, int]
+    batches: int
+
+    @classmethod
+    def of(cls, symbols: Sequence[str], size: int) -> RawBatching:
+        names = list(dict.fromkeys(symbol.strip().upper() for symbol in symbols))
+        return cls({name: position // size for position, name in enumerate(names)},
+                   max(1, -(-len(names) // size)))
+
+    def batch(self, name: str) -> int:
+        found = self.batch_of.get(name)
+        return found if found is not None else zlib.crc32(name.encode()) % self.batches
+
+
+@dataclass(frozen=True)
+class RawMonthJob:
+    """A month of stored raw days to read and spool by ticker batch."""
+
+    number: int
+    days: Sequence[str]  # stored days of the month
+    asset_path: Sequence[str]
+    spool_root: str
+    batching: RawBatching
+    landing: dict[str, object] | None = None  # LandingIOManager.portable(), in a worker process
+
+
+@dataclass
+class RawMonth:
+    """What a spooled month reports back: its rows per day, the symbols it held, its pieces."""
+
+    rows: int
+    rows_by_day: dict[str, int]
+    names: set[str]
+    pieces: set[tuple[int, int]]
+
+
+def spool_raw_month(job: RawMonthJob, store: LandingStore | None = None) -> RawMonth:
+    """Read one month of raw days and spool it by ticker batch; `store` in the step's own process,
+    a worker opens the landing zone from `job.landing` once."""
+    if store is None:
+        assert job.landing is not None, "a month read in a worker needs the landing zone's configuration"
+        store = built_once(_landing_store, job.landing)
+    spool = Spool(job.spool_root)
+    table = read_days(store, job.asset_path, job.days)
+    if table is None:
+        return RawMonth(0, {}, set(), set())
+    codes, names = day_codes(table)
+    by_day = dict(zip(names, np.bincount(codes[codes >= 0], minlength=len(names)).tolist()))
+    symbols = pc.fill_null(pc.utf8_upper(pc.utf8_trim_whitespace(pc.cast(table.column("symbol"), pa.string()))), "")
+    symbol_codes, found = pd.factorize(np.asarray(symbols.to_numpy(zero_copy_only=False), dtype=object))
+    batches = np.array([job.batching.batch(name) for name in found], dtype=np.int64)[symbol_codes]
+    order = np.argsort(batches, kind="stable")
+    rows, table, batches = table.num_rows, table.take(order), batches[order]
+    for batch in np.unique(batches):
+        first, last = np.searchsorted(batches, [batch, batch + 1])
+        spool.put(int(batch), job.number, table.slice(first, last - first))
+    return RawMonth(rows, by_day, set(found), spool.pieces)
+
+
+def _landing_store(config: Mapping[str, object]) -> LandingStore:
+    return LandingIOManager.from_portable(config).store()
 
 
 @dataclass(frozen=True)
