@@ -12,6 +12,7 @@ import email.utils
 import threading
 import time
 import uuid
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -264,6 +265,23 @@ def test_cache_lifetime_depends_on_how_recent_the_range_is(engines):
     assert lifetimes == pytest.approx([30 * 86400, 300], abs=1)
     session.get(_chart_url("MSFT", dt.date(2020, 3, 2), dt.date(2020, 4, 1)), timeout=10)
     assert adapter.totals.cache_hits == 1 and len(emulator.requests_of("history")) == 2
+
+
+def test_answers_stored_compressed_by_an_earlier_version_are_still_served(engines):
+    emulator, scope = YahooEmulator(rate_per_s=1000, burst=100), _name()
+    adapter = _governed(engines[0], scope, emulator)
+    session = requests.Session()
+    session.mount("https://", adapter)
+    url = _chart_url("XOM", dt.date(2018, 5, 1), dt.date(2018, 6, 1))
+    answer = session.get(url, timeout=10).content
+    with engines[0].begin() as conn:
+        (stored,) = conn.execute(text("SELECT body FROM quotes.response_cache WHERE scope = :s"), {"s": scope}).one()
+        assert bytes(stored).startswith(b"\x28\xb5\x2f\xfd")  # a Zstandard frame
+        # The same answer as an earlier version stored it: zlib.
+        conn.execute(text("UPDATE quotes.response_cache SET body = :body WHERE scope = :s"),
+                     {"s": scope, "body": zlib.compress(answer, 1)})
+    assert session.get(url, timeout=10).content == answer
+    assert adapter.totals.cache_hits == 1 and len(emulator.requests_of("history")) == 1
 
 
 def test_an_expired_answer_is_asked_again(engines):
