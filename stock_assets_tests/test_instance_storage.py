@@ -90,3 +90,49 @@ def test_a_failed_range_run_marks_each_of_its_partitions_failed(instance):
     assert {key for key, value in status.items() if value == dg.AssetPartitionStatus.FAILED} == set(keys[4:14])
     assert {key for key, value in status.items() if value == dg.AssetPartitionStatus.MATERIALIZED} == set(keys[:4])
     assert status.get("2024-02-15") is None
+
+
+def _check_spec() -> dg.AssetCheckSpec:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec",
+                                category=dg.PreviewWarning)
+        return dg.AssetCheckSpec("positive", asset="checked_numbers", partitions_def=days)
+
+
+@dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run(), check_specs=[_check_spec()])
+def checked_numbers(context: dg.AssetExecutionContext):
+    """Checked day by day: the first three days pass, the fourth fails, the others are not evaluated."""
+    yield dg.MaterializeResult()
+    yield dg.Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(
+        dg.AssetCheckKey(context.asset_key, "positive")))
+    for number, day in enumerate(context.partition_keys[:4]):
+        yield dg.AssetCheckEvaluation(asset_key=context.asset_key, check_name="positive", passed=number < 3,
+                                      partition=day)
+
+
+def test_a_range_runs_planned_checks_are_one_row_per_partition_then_each_evaluation(instance):
+    import psycopg
+    from dagster._core.event_api import PartitionKeyFilter
+    from dagster._serdes import deserialize_value
+
+    dagster_instance, url = instance
+    result = dg.materialize([checked_numbers], instance=dagster_instance, tags=range_tags("2024-01-01", "2024-01-31"),
+                            raise_on_error=False)
+    assert result.success
+    with psycopg.connect(libpq_url(url)) as conn:
+        rows = conn.execute(
+            "SELECT partition, execution_status, evaluation_event FROM asset_check_executions"
+            " WHERE run_id = %s AND check_name = 'positive' ORDER BY partition", [result.run_id]).fetchall()
+    assert [row[0] for row in rows] == [f"2024-01-{day:02d}" for day in range(1, 32)]
+    assert [row[1] for row in rows] == ["SUCCEEDED"] * 3 + ["FAILED"] + ["PLANNED"] * 27
+    planned = deserialize_value(rows[-1][2], dg.EventLogEntry)
+    assert planned.dagster_event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED
+    assert planned.dagster_event.event_specific_data.partitions_subset.get_partition_keys()[-1] == "2024-01-31"
+    # What the UI reads: the latest execution of a planned-only day is this run's, still planned.
+    check_key = dg.AssetCheckKey(checked_numbers.key, "positive")
+    latest = dagster_instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [check_key], partition_filter=PartitionKeyFilter(key="2024-01-20"))
+    assert latest[check_key].run_id == result.run_id
+    assert latest[check_key].status.value == "PLANNED"

@@ -18,6 +18,12 @@ dagster.yaml names this class as the instance's event log storage; `stock_assets
 DAGSTER_EVENT_BATCH_SIZE (`settings.EVENT_BATCH_SIZE`), which makes Dagster hand over the
 materializations of a range run in batches too.
 
+A run's planned checks are one ASSET_CHECK_EVALUATION_PLANNED event per check, naming every
+partition of the run; Dagster stores one row per partition, and serialized the same event again
+for each row (29,200 times for 4 checks over a 20-year range, 11 s). Here the event is serialized
+once and the rows are inserted together, so a planned check costs an insert per partition and
+nothing more: the same rows as upstream.
+
 `ValidatingPostgresRunStorage` (dagster.yaml's run storage) refuses a run whose partition range
 tags cannot be right (reversed, not dates, outside the partitions) when it is stored, before
 Dagster plans it: the launchpad shows the one-line reason at once.
@@ -31,8 +37,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dagster import DagsterEventType, EventLogEntry
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.event_log import SqlEventLogStorageTable
-from dagster._serdes import ConfigurableClassData
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
+from dagster._serdes import ConfigurableClassData, serialize_value
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.run_storage import PostgresRunStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
@@ -69,6 +77,22 @@ class BatchingPostgresEventLogStorage(PostgresEventLogStorage):
             last_id = max(int(row[0]) for row in result.fetchall())
         with self.index_transaction() as conn:
             self._store_asset_event(conn, events[-1], last_id)
+
+
+    def _store_asset_check_evaluation_planned(self, event: EventLogEntry, event_id: int | None) -> None:
+        planned = event.dagster_event.event_specific_data
+        partitions = planned.partitions_subset.get_partition_keys() if planned.partitions_subset else [None]
+        row = {
+            "asset_key": planned.asset_key.to_string(),
+            "check_name": planned.check_name,
+            "run_id": event.run_id,
+            "execution_status": AssetCheckExecutionRecordStatus.PLANNED.value,
+            "evaluation_event": serialize_value(event),
+            "evaluation_event_timestamp": self._event_insert_timestamp(event),
+            "evaluation_event_storage_id": event_id,
+        }
+        with self.index_connection() as conn:
+            conn.execute(AssetCheckExecutionsTable.insert(), [{**row, "partition": key} for key in partitions])
 
 
 def _planned_asset(event: EventLogEntry) -> tuple[bool, str | None]:
