@@ -267,11 +267,18 @@ def test_cache_lifetime_depends_on_how_recent_the_range_is(engines):
     assert adapter.totals.cache_hits == 1 and len(emulator.requests_of("history")) == 2
 
 
-def test_answers_stored_compressed_by_an_earlier_version_are_still_served(engines):
-    emulator, scope = YahooEmulator(rate_per_s=1000, burst=100), _name()
-    adapter = _governed(engines[0], scope, emulator)
+def _governed_session(engine, scope: str) -> tuple[YahooEmulator, GovernedAdapter, requests.Session]:
+    """A session whose requests go through the governance of `scope`, to an emulated Yahoo."""
+    emulator = YahooEmulator(rate_per_s=1000, burst=100)
+    adapter = _governed(engine, scope, emulator)
     session = requests.Session()
     session.mount("https://", adapter)
+    return emulator, adapter, session
+
+
+def test_answers_stored_compressed_by_an_earlier_version_are_still_served(engines):
+    scope = _name()
+    emulator, adapter, session = _governed_session(engines[0], scope)
     url = _chart_url("XOM", dt.date(2018, 5, 1), dt.date(2018, 6, 1))
     answer = session.get(url, timeout=10).content
     with engines[0].begin() as conn:
@@ -285,10 +292,8 @@ def test_answers_stored_compressed_by_an_earlier_version_are_still_served(engine
 
 
 def test_an_expired_answer_is_asked_again(engines):
-    emulator, scope = YahooEmulator(rate_per_s=1000, burst=100), _name()
-    adapter = _governed(engines[0], scope, emulator)
-    session = requests.Session()
-    session.mount("https://", adapter)
+    scope = _name()
+    emulator, adapter, session = _governed_session(engines[0], scope)
     url = _chart_url("XOM", dt.date(2018, 5, 1), dt.date(2018, 6, 1))
     session.get(url, timeout=10)
     with engines[0].begin() as conn:
