@@ -33,6 +33,11 @@ query($key: String!, $value: String!) {
   runsOrError(filter: {tags: [{key: $key, value: $value}]}) { ... on Runs { results { runId status tags { key value } } } }
 }"""
 
+ACTIVE_RUNS = """
+query {
+  runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED]}) { ... on Runs { results { runId } } }
+}"""
+
 
 def _launch(ui, job: str, tags: dict[str, str], run_config: dict | None = None) -> str:
     return ui.client.submit_job_execution(job, tags=tags, run_config=run_config or {})
@@ -60,6 +65,10 @@ def test_gap_sensor_ticks_make_the_data_whole_again(dagster_ui):
     assert ui.wait_for_run(_launch(ui, "monthly_warehouse_job", {"dagster/partition": "2020-10-01"})) == \
         DagsterRunStatus.SUCCESS
     assert len(_rows_per_day(ui.pipeline_url)) == OCTOBER_SESSIONS
+    # Automation's own runs (it follows the new days, and may have queued October's reload before
+    # the run above) finish first: a reload after the faults would hide them from the sensor.
+    _wait(lambda: not ui.graphql(ACTIVE_RUNS)["runsOrError"]["results"], RUN_TIMEOUT_S,
+          "automation's runs to finish", ui)
 
     # The faults: two days' rows deleted behind Dagster's back, and a failed fetch of a third day.
     with psycopg.connect(libpq_url(ui.pipeline_url), autocommit=True) as conn:

@@ -17,7 +17,6 @@ session in while they run.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import threading
 import time
 import warnings
@@ -76,7 +75,7 @@ _DAY_S = 86400.0
 
 # yfinance keeps process-wide state (one HTTP session, a tz cache); configure it once per process.
 _yf_lock = threading.Lock()
-_yf_configured: set[tuple[str | None, str]] = set()
+_yf_configured: set[str] = set()
 
 
 class QuoteSourceUnavailable(RuntimeError):
@@ -560,21 +559,16 @@ def empty_raw_frame() -> pd.DataFrame:
 
 
 def _configure_yfinance() -> None:
-    # Where the state folder is depends on the environment and the working directory only; the
-    # folder itself is resolved (and made) once for each, not on every request.
-    where = (os.environ.get(settings.STATE_DIR_ENV), os.getcwd())
-    if where in _yf_configured:
-        return
     cache_dir = str(settings.state_dir() / "yfinance")
     with _yf_lock:
-        if where in _yf_configured:
+        if cache_dir in _yf_configured:
             return
         yf.set_tz_cache_location(cache_dir)
         # yfinance itself trips pandas 4 deprecations (inplace=...); they are not ours to fix.
         warnings.filterwarnings("ignore", category=getattr(pd.errors, "Pandas4Warning", FutureWarning),
                                 module=r"yfinance(\.|$)")
         yf.config.debug.hide_exceptions = False  # surface Yahoo's errors instead of empty frames
-        _yf_configured.add(where)
+        _yf_configured.add(cache_dir)
 
 
 def _is_connection_failure(err: Exception) -> bool:
