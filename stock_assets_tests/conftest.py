@@ -30,16 +30,6 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def fresh_yfinance_caches():
-    """yfinance keeps its tz and cookie caches in process-wide managers, each bound to the
-    database it opened first, even after the cache location moves: after each test they are
-    dropped, so the next test's caches open where the location points now."""
-    yield
-    yf.cache._TzCacheManager._tz_cache = None  # noqa: SLF001 - yfinance has no public reset
-    yf.cache._CookieCacheManager._Cookie_cache = None  # noqa: SLF001
-
-
 @pytest.fixture(scope="session")
 def embedded_server(state_dir: Path):
     server = EmbeddedServer(state_dir / "db")
