@@ -66,8 +66,7 @@ class LandedRange:
 
     @property
     def present(self) -> list[str]:
-        missing = set(self.missing)
-        return [key for key in self.keys if key not in missing]
+        return self.stored(self.keys)
 
     def months(self) -> Iterator[tuple[list[str], pa.Table | None]]:
         """(the month's partition keys, its stored rows as one Arrow table or None when it has none)."""
@@ -87,8 +86,7 @@ class LandedRange:
 
     def frame(self, days: Sequence[str] | None = None) -> pd.DataFrame:
         """The stored rows of `days` (default: the whole range) as one frame."""
-        present = set(self.present)
-        wanted = [key for key in (self.keys if days is None else days) if key in present]
+        wanted = self.stored(self.keys if days is None else days)
         payloads = self.store.read_many(self.asset_path, wanted)
         return _as_frame(from_parquet_payloads([p for p in payloads.values() if p is not None]))
 
