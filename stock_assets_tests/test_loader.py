@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from stock_assets.database.pgcopy import copy_payloads
+from stock_assets.database.pgcopy import DatesOutOfRange, copy_payloads, encode_rows
 from stock_assets.defs.warehouse.loader import COPY_COLUMNS, load_month, load_months
 
 MARCH = dt.date(2020, 3, 1)
@@ -183,9 +183,27 @@ def test_binary_copy_encoder_round_trips_awkward_text(conn):
                                   frame.sort_values(key).reset_index(drop=True), check_dtype=False)
 
 
-def test_encoder_refuses_nulls():
-    with pytest.raises(ValueError, match="NULLs"):
-        list(copy_payloads([pd.DataFrame({"a": [1.0, None]})], [("a", "float8")]))
+@pytest.mark.parametrize("values, pg_type", [
+    ([1.0, None], "float8"),
+    ([1, None], "int8"),
+    (["AAPL", None], "text"),
+    ([dt.date(2020, 3, 2), None], "date"),
+    (pd.to_datetime(["2020-03-02", None]), "date"),
+])
+def test_encoder_refuses_nulls(values, pg_type):
+    with pytest.raises(ValueError, match="column 'a' holds NULLs"):
+        list(copy_payloads([pd.DataFrame({"a": values})], [("a", pg_type)]))
+
+
+@pytest.mark.parametrize("days", [
+    [dt.date(2020, 3, 2), dt.date(2020, 4, 1)],
+    pd.to_datetime(["2020-02-29", "2020-03-02"]),
+])
+def test_encoder_refuses_dates_outside_the_range_it_is_given(days):
+    frame = pd.DataFrame({"day": days})
+    with pytest.raises(DatesOutOfRange, match="1 rows have day outside 2020-03-01 .. 2020-03-31"):
+        encode_rows(frame, [("day", "date")], dates_within=(dt.date(2020, 3, 1), dt.date(2020, 4, 1)))
+    assert encode_rows(frame, [("day", "date")]) != b""
 
 
 def test_embedded_server_runs_with_the_tuning_profile(conn):

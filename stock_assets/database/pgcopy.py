@@ -11,6 +11,7 @@ Format reference: https://www.postgresql.org/docs/current/sql-copy.html (Binary 
 
 from __future__ import annotations
 
+import datetime as dt
 import struct
 from collections.abc import Iterable, Iterator
 
@@ -23,8 +24,13 @@ _PG_EPOCH = np.datetime64("2000-01-01", "D")
 _FIXED = {"float8": (">f8", 8), "int8": (">i8", 8), "int4": (">i4", 4), "date": (">i4", 4)}
 
 
-def encode_rows(frame: pd.DataFrame, columns: list[tuple[str, str]]) -> bytes:
-    """COPY BINARY row data (no header/trailer) for `frame[columns]`; NULLs are refused."""
+def encode_rows(frame: pd.DataFrame, columns: list[tuple[str, str]],
+                dates_within: tuple[dt.date, dt.date] | None = None) -> bytes:
+    """COPY BINARY row data (no header/trailer) for `frame[columns]`; NULLs are refused.
+
+    `dates_within=(first, end)` also refuses any `date` value outside [first, end): the check runs
+    on the day numbers the encoding needs anyway, so it costs no second pass over the column.
+    """
     if frame.empty:
         return b""
     prepared: dict[str, np.ndarray] = {}
@@ -32,19 +38,25 @@ def encode_rows(frame: pd.DataFrame, columns: list[tuple[str, str]]) -> bytes:
     text_columns: list[str] = []
     for name, pg_type in columns:
         series = frame[name]
-        if series.isna().any():
-            raise ValueError(f"column {name!r} holds NULLs; COPY encoding refuses them")
         if pg_type == "text":
-            codes, uniques = pd.factorize(series.astype(str), sort=False)
-            encoded = np.array([u.encode("utf-8") for u in uniques], dtype=object)
+            codes, uniques = pd.factorize(series, sort=False)
+            _refuse_nulls(name, (codes < 0).any())
+            encoded = np.array([str(u).encode("utf-8") for u in uniques], dtype=object)
             lengths = np.fromiter((len(b) for b in encoded), dtype=np.int32, count=len(encoded))
             prepared[name] = encoded[codes]
             text_lengths.append(lengths[codes])
             text_columns.append(name)
         elif pg_type == "date":
-            days = pd.to_datetime(series).to_numpy(dtype="datetime64[D]")
+            days = _day_numbers(name, series)
+            if dates_within is not None:
+                _refuse_outside(name, days, dates_within)
             prepared[name] = (days - _PG_EPOCH).astype(np.int32)
+        elif pg_type == "float8":
+            values = series.to_numpy(dtype="<f8", na_value=np.nan)
+            _refuse_nulls(name, np.isnan(values).any())
+            prepared[name] = values
         elif pg_type in _FIXED:
+            _refuse_nulls(name, series.isna().any())
             prepared[name] = series.to_numpy(dtype=_FIXED[pg_type][0].replace(">", "<"))
         else:
             raise ValueError(f"unsupported COPY type {pg_type!r} for column {name!r}")
@@ -82,11 +94,44 @@ def encode_rows(frame: pd.DataFrame, columns: list[tuple[str, str]]) -> bytes:
     return b"".join(parts)
 
 
-def copy_payloads(chunks: Iterable[pd.DataFrame], columns: list[tuple[str, str]]) -> Iterator[bytes]:
-    """A complete COPY BINARY stream (header, rows chunk by chunk, trailer)."""
+def copy_payloads(chunks: Iterable[pd.DataFrame], columns: list[tuple[str, str]],
+                  dates_within: tuple[dt.date, dt.date] | None = None) -> Iterator[bytes]:
+    """A complete COPY BINARY stream (header, rows chunk by chunk, trailer); see `encode_rows`."""
     yield HEADER
     for chunk in chunks:
-        data = encode_rows(chunk, columns)
+        data = encode_rows(chunk, columns, dates_within)
         if data:
             yield data
     yield TRAILER
+
+
+class DatesOutOfRange(ValueError):
+    """Rows whose date falls outside the range a COPY was given (`dates_within`)."""
+
+    def __init__(self, column: str, count: int, first: dt.date, end: dt.date) -> None:
+        super().__init__(f"{count} rows have {column} outside {first} .. {end - dt.timedelta(days=1)}")
+        self.column, self.count, self.first, self.end = column, count, first, end
+
+
+def _day_numbers(name: str, series: pd.Series) -> np.ndarray:
+    """The column as datetime64[D]; an object column of dates converts its few distinct values only."""
+    if series.dtype.kind == "M":
+        days = series.to_numpy(dtype="datetime64[D]")
+        _refuse_nulls(name, np.isnat(days).any())
+        return days
+    codes, uniques = pd.factorize(series, sort=False)
+    _refuse_nulls(name, (codes < 0).any())
+    distinct = pd.to_datetime(pd.Index(uniques)).to_numpy(dtype="datetime64[D]")
+    _refuse_nulls(name, np.isnat(distinct).any())
+    return distinct[codes]
+
+
+def _refuse_nulls(name: str, has_nulls: bool) -> None:
+    if has_nulls:
+        raise ValueError(f"column {name!r} holds NULLs; COPY encoding refuses them")
+
+
+def _refuse_outside(name: str, days: np.ndarray, within: tuple[dt.date, dt.date]) -> None:
+    first, end = np.datetime64(within[0], "D"), np.datetime64(within[1], "D")
+    if days.min() < first or days.max() >= end:
+        raise DatesOutOfRange(name, int(((days < first) | (days >= end)).sum()), within[0], within[1])

@@ -41,7 +41,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from stock_assets.database.pgcopy import copy_payloads
+from stock_assets.database.pgcopy import DatesOutOfRange, copy_payloads
 from stock_assets.database.schema import load_query
 
 # First key of the two-key advisory lock that guards a month of market.prices.
@@ -53,6 +53,7 @@ COPY_COLUMNS: list[tuple[str, str]] = [
     ("split_ratio", "float8"), ("source", "text"),
 ]
 Strategy = Literal["swap", "upsert"]
+_COLUMN_LIST = sql.SQL(", ").join(sql.Identifier(name) for name, _ in COPY_COLUMNS)
 
 _STAGE_TABLE = sql.SQL(
     "CREATE TEMP TABLE stage_prices (symbol text, trade_date date, open float8, high float8, low float8,"
@@ -77,7 +78,7 @@ def load_month(
 ) -> MonthLoad:
     """Replace the month containing `month_start` with the rows in `chunks` (that month's only)."""
     month_start = month_start.replace(day=1)
-    counted = _Counted(_within_month([chunks] if isinstance(chunks, pd.DataFrame) else chunks, month_start))
+    counted = _Counted([chunks] if isinstance(chunks, pd.DataFrame) else chunks)
     if strategy == "swap":
         return _swap(conn, month_start, counted)
     if strategy == "upsert":
@@ -147,7 +148,7 @@ def _swap(conn: psycopg.Connection, month_start: dt.date, rows: "_Counted") -> M
         _lock_month(conn, month_start)
         load_table = _scalar(conn, "SELECT market.create_prices_load_table(%s)", [month_start])
         # Created in this transaction: FREEZE writes the rows frozen and the pages all-visible.
-        _copy(conn, sql.Identifier("market", load_table), rows, freeze=True)
+        _copy(conn, sql.Identifier("market", load_table), rows, month_start, freeze=True)
         replaced = _scalar(conn, "SELECT market.swap_in_prices_load_table(%s)", [month_start])
         partition = _scalar(conn, "SELECT market.prices_partition_name(%s)", [month_start])
     return MonthLoad(partition=partition, rows_replaced=replaced, rows_loaded=rows.count, strategy="swap")
@@ -160,20 +161,25 @@ def _upsert(conn: psycopg.Connection, month_start: dt.date, rows: "_Counted") ->
         _lock_month(conn, month_start)
         before = _scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("market", partition)))
         conn.execute(_STAGE_TABLE)
-        _copy(conn, sql.Identifier("stage_prices"), rows)
+        _copy(conn, sql.Identifier("stage_prices"), rows, month_start)
         conn.execute(load_query("upsert_month_from_stage"), {"month_start": month_start, "month_end": month_end})
     _vacuum(conn, partition)
     return MonthLoad(partition=partition, rows_replaced=before, rows_loaded=rows.count, strategy="upsert")
 
 
-def _copy(conn: psycopg.Connection, table: sql.Composable, rows: Iterable[pd.DataFrame], freeze: bool = False) -> None:
+def _copy(conn: psycopg.Connection, table: sql.Composable, rows: Iterable[pd.DataFrame], month_start: dt.date,
+          freeze: bool = False) -> None:
+    """COPY the rows into `table`, refusing any row dated outside the month (the encoder checks
+    the day numbers it computes anyway)."""
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY{})").format(
-        table, sql.SQL(", ").join(sql.Identifier(name) for name, _ in COPY_COLUMNS),
-        sql.SQL(", FREEZE") if freeze else sql.SQL(""),
+        table, _COLUMN_LIST, sql.SQL(", FREEZE") if freeze else sql.SQL(""),
     )
-    with conn.cursor() as cur, cur.copy(statement) as copy:
-        for payload in copy_payloads(rows, COPY_COLUMNS):
-            copy.write(payload)
+    try:
+        with conn.cursor() as cur, cur.copy(statement) as copy:
+            for payload in copy_payloads(rows, COPY_COLUMNS, dates_within=(month_start, _next_month(month_start))):
+                copy.write(payload)
+    except DatesOutOfRange as err:
+        raise ValueError(f"{err.count} rows fall outside the month {month_start:%Y-%m}") from err
 
 
 def _vacuum(conn: psycopg.Connection, partition: str) -> None:
@@ -202,17 +208,6 @@ def _scalar(conn: psycopg.Connection, query, params=None):
 
 def _next_month(month_start: dt.date) -> dt.date:
     return (month_start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
-
-
-def _within_month(chunks: Iterable[pd.DataFrame], month_start: dt.date) -> Iterable[pd.DataFrame]:
-    month = pd.Period(month_start, "M")
-    for chunk in chunks:
-        if chunk.empty:
-            continue
-        outside = pd.to_datetime(chunk["trade_date"]).dt.to_period("M") != month
-        if outside.any():
-            raise ValueError(f"{int(outside.sum())} rows fall outside the month {month_start:%Y-%m}")
-        yield chunk
 
 
 class _Counted:
