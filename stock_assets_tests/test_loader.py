@@ -7,11 +7,12 @@ import threading
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import psycopg
 import pytest
 from psycopg import sql
 
-from stock_assets.database.pgcopy import DatesOutOfRange, copy_payloads, encode_rows
+from stock_assets.database.pgcopy import DatesOutOfRange, copy_payloads
 from stock_assets.defs.warehouse.loader import COPY_COLUMNS, load_month, load_months
 
 MARCH = dt.date(2020, 3, 1)
@@ -189,10 +190,13 @@ def test_binary_copy_encoder_round_trips_awkward_text(conn):
     (["AAPL", None], "text"),
     ([dt.date(2020, 3, 2), None], "date"),
     (pd.to_datetime(["2020-03-02", None]), "date"),
+    (pa.table({"a": [1.0, float("nan")]}), "float8"),  # an Arrow NaN is not a null, and is refused too
+    (pa.table({"a": pa.array([dt.date(2020, 3, 2), None], pa.date32())}), "date"),
 ])
 def test_encoder_refuses_nulls(values, pg_type):
+    rows = values if isinstance(values, pa.Table) else pd.DataFrame({"a": values})
     with pytest.raises(ValueError, match="column 'a' holds NULLs"):
-        list(copy_payloads([pd.DataFrame({"a": values})], [("a", pg_type)]))
+        list(copy_payloads([rows], [("a", pg_type)]))
 
 
 @pytest.mark.parametrize("days", [
@@ -202,8 +206,8 @@ def test_encoder_refuses_nulls(values, pg_type):
 def test_encoder_refuses_dates_outside_the_range_it_is_given(days):
     frame = pd.DataFrame({"day": days})
     with pytest.raises(DatesOutOfRange, match="1 rows have day outside 2020-03-01 .. 2020-03-31"):
-        encode_rows(frame, [("day", "date")], dates_within=(dt.date(2020, 3, 1), dt.date(2020, 4, 1)))
-    assert encode_rows(frame, [("day", "date")]) != b""
+        list(copy_payloads([frame], [("day", "date")], dates_within=(dt.date(2020, 3, 1), dt.date(2020, 4, 1))))
+    assert len(b"".join(copy_payloads([frame], [("day", "date")]))) > 0
 
 
 def test_embedded_server_runs_with_the_tuning_profile(conn):
