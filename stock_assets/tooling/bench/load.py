@@ -1,11 +1,17 @@
-"""Load N generated OHLCV rows: the project's loader against raw COPY, psycopg's write_row, pgpq's Arrow
-encoder (when installed), pandas to_sql and executemany."""
+"""Load N generated OHLCV rows: the project's loader against raw binary COPY, ADBC's Arrow ingest
+(when installed), psycopg's write_row, pandas to_sql and executemany.
+
+The headline pair (the loader, raw COPY) is measured in `--rounds` interleaved rounds and reported
+as medians: with another process busy on the machine, one run of either can land on a good or a
+bad share of the cores, and interleaving gives both the same conditions.
+"""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import resource
+import statistics
 import time
 from collections.abc import Iterator
 
@@ -37,6 +43,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="rows for the slow baselines (to_sql, executemany); figures are rows/s")
     parser.add_argument("--workers", type=int, default=PostgresResource.model_fields["load_workers"].default,
                         help="parallel COPY streams of the project's loader (default: the resource's load_workers)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds of the loader and raw COPY; their medians are reported (default 3)")
     parser.add_argument("--json", action="store_true", help="one line of JSON")
 
 
@@ -44,51 +52,62 @@ def run(args: argparse.Namespace) -> dict:
     from stock_assets.instance.environment import prepare_environment
 
     with scratch_database(prepare_environment()["STOCK_ASSETS_DATABASE_URL"], BENCH_DATABASE) as url:
-        return _measure(url, args.rows, args.tickers, min(args.baseline_rows, args.rows), args.workers)
+        return _measure(url, args.rows, args.tickers, min(args.baseline_rows, args.rows), args.workers,
+                        max(1, args.rounds))
 
 
-def _measure(url: str, rows: int, tickers: int, baseline_rows: int, workers: int) -> dict:
+def _measure(url: str, rows: int, tickers: int, baseline_rows: int, workers: int, rounds: int) -> dict:
     ensure_schema(create_engine(with_driver(url, "psycopg")))
     # The data is generated before any clock starts, so every method is timed on loading alone.
     months = [(month, _generate(month, days, tickers)) for month, days in _months(rows, tickers)]
     loaded = sum(len(frame) for _, frame in months)
     rss_before = _peak_rss_mb()
-    figures: dict[str, float] = {}
+    rounds_s: dict[str, list[float]] = {"project_swap": [], "copy_limit": []}
+
     def connect():
         return psycopg.connect(libpq_url(url), autocommit=True)
 
     with connect() as conn:
-        # The project's loader as the monthly asset runs it (load_months, parallel streams), and
-        # each strategy on one stream, month after month.
-        for strategy in ("swap", "upsert"):
+        # The project's loader as the monthly asset runs it (load_months, parallel streams) into
+        # empty months, and the physical limit: one binary COPY stream into an unindexed plain
+        # table created beforehand (so the COPY is WAL-logged), encoded the same way.
+        for _ in range(rounds):
+            _drop_months(conn, months)
             began = time.perf_counter()
-            load_months(connect, [(month, _chunks(frame)) for month, frame in months], strategy=strategy,
+            load_months(connect, [(month, _chunks(frame)) for month, frame in months], strategy="swap",
                         workers=workers)
-            figures[f"project_{strategy}"] = loaded / (time.perf_counter() - began)
+            rounds_s["project_swap"].append(time.perf_counter() - began)
+            conn.execute(_PLAIN_TABLE)
+            began = time.perf_counter()
+            _copy_plain(conn, months)
+            rounds_s["copy_limit"].append(time.perf_counter() - began)
+            conn.execute("DROP TABLE bench_plain")
+        figures = {name: loaded / statistics.median(seconds) for name, seconds in rounds_s.items()}
+        rss_after_project = _peak_rss_mb()
+
+        # Each strategy on one stream, month after month, replacing the months just loaded; then
+        # upsert in parallel.
+        for strategy in ("swap", "upsert"):
             began = time.perf_counter()
             for month, frame in months:
                 load_month(conn, month, _chunks(frame), strategy=strategy)
             figures[f"project_{strategy}_one_stream"] = loaded / (time.perf_counter() - began)
-        rss_after_project = _peak_rss_mb()
-
-        # The physical limit: one binary COPY stream into an unindexed plain table, as it usually
-        # exists (created beforehand, so the COPY is WAL-logged) ...
-        conn.execute(_PLAIN_TABLE)
         began = time.perf_counter()
-        _copy_plain(conn, months)
-        figures["copy_limit"] = loaded / (time.perf_counter() - began)
-        conn.execute("DROP TABLE bench_plain")
-        # ... and created in the same transaction (which lets a wal_level=minimal server skip WAL).
+        load_months(connect, [(month, _chunks(frame)) for month, frame in months], strategy="upsert", workers=workers)
+        figures["project_upsert"] = loaded / (time.perf_counter() - began)
+
+        # Raw COPY into a table created in the same transaction (which lets a wal_level=minimal
+        # server skip WAL).
         began = time.perf_counter()
         with conn.transaction():
             conn.execute(_PLAIN_TABLE)
             _copy_plain(conn, months)
         figures["copy_limit_wal_skipped"] = loaded / (time.perf_counter() - began)
         conn.execute("TRUNCATE bench_plain")
-        # An Arrow-native encoder (pgpq, optional): the same COPY, encoded from Arrow batches in Rust.
-        arrow_copy = _pgpq_copy()
-        if arrow_copy is not None:
-            figures["pgpq_copy"] = _rows_per_s_into_plain(conn, arrow_copy, months, loaded)
+        # ADBC's PostgreSQL driver (optional): Arrow tables ingested by its own C++ COPY.
+        adbc_ingest = _adbc_ingest(url)
+        if adbc_ingest is not None:
+            figures["adbc_ingest"] = _rows_per_s_into_plain(conn, adbc_ingest, months, loaded)
         # psycopg's own row writer: the same binary COPY, fed one Python tuple at a time.
         figures["psycopg_write_row"] = _rows_per_s_into_plain(conn, _write_rows, months, loaded)
 
@@ -106,12 +125,14 @@ def _measure(url: str, rows: int, tickers: int, baseline_rows: int, workers: int
     figures["executemany"] = len(sample) / (time.perf_counter() - began)
     engine.dispose()
 
-    project = max(figures["project_swap"], figures["project_upsert"])
+    project = figures["project_swap"]
     return {
         "rows": loaded,
         "tickers": tickers,
         "months": len(months),
         "baseline_rows": len(sample),
+        "rounds": rounds,
+        "rounds_s": {name: [round(s, 3) for s in seconds] for name, seconds in rounds_s.items()},
         "rows_per_s": {
             "project": round(project),
             "project_swap": round(figures["project_swap"]),
@@ -122,18 +143,17 @@ def _measure(url: str, rows: int, tickers: int, baseline_rows: int, workers: int
             "copy_limit_wal_skipped": round(figures["copy_limit_wal_skipped"]),
             "pandas_to_sql": round(figures["pandas_to_sql"]),
             "executemany": round(figures["executemany"]),
-            **({"pgpq_copy": round(figures["pgpq_copy"])} if "pgpq_copy" in figures else {}),
+            **({"adbc_ingest": round(figures["adbc_ingest"])} if "adbc_ingest" in figures else {}),
             "psycopg_write_row": round(figures["psycopg_write_row"]),
         },
         "project": round(project),
         "copy_limit": round(figures["copy_limit"]),
         "pandas_to_sql": round(figures["pandas_to_sql"]),
         "executemany": round(figures["executemany"]),
-        "project_strategy": "swap" if figures["project_swap"] >= figures["project_upsert"] else "upsert",
+        "project_strategy": "swap",
         "project_workers": workers,
         "project_vs_copy": round(project / figures["copy_limit"], 3),
-        "project_one_stream_vs_copy": round(
-            max(figures["project_swap_one_stream"], figures["project_upsert_one_stream"]) / figures["copy_limit"], 3),
+        "project_one_stream_vs_copy": round(figures["project_swap_one_stream"] / figures["copy_limit"], 3),
         "project_vs_copy_wal_skipped": round(project / figures["copy_limit_wal_skipped"], 3),
         "project_vs_pandas": round(project / figures["pandas_to_sql"], 1),
         "data_mb": round(sum(f.memory_usage(deep=True).sum() for _, f in months) / 2**20, 1),
@@ -141,6 +161,13 @@ def _measure(url: str, rows: int, tickers: int, baseline_rows: int, workers: int
         "project_load_rss_growth_mb": round(rss_after_project - rss_before, 1),
         "peak_rss_mb": round(_peak_rss_mb(), 1),
     }
+
+
+def _drop_months(conn: psycopg.Connection, months: list[tuple[dt.date, pd.DataFrame]]) -> None:
+    """Drop the months' child tables (untimed), so each round loads into empty months."""
+    for month, _ in months:
+        name = conn.execute("SELECT market.prices_partition_name(%s)", [month]).fetchone()[0]
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("market", name)))
 
 
 def _copy_plain(conn: psycopg.Connection, months: list[tuple[dt.date, pd.DataFrame]]) -> None:
@@ -172,29 +199,24 @@ def _write_rows(conn: psycopg.Connection, months: list[tuple[dt.date, pd.DataFra
                     copy.write_row(row)
 
 
-def _pgpq_copy():
-    """A COPY of the months through pgpq's Arrow encoder, or None when pgpq is not installed."""
+def _adbc_ingest(url: str):
+    """ADBC's ingest of the months into bench_plain (its own connection), or None when the ADBC
+    PostgreSQL driver is not installed (`pip install -e '.[bench]'`)."""
     try:
-        import pgpq
-        import pyarrow as pa
+        import adbc_driver_postgresql.dbapi as adbc
     except ImportError:
         return None
+    from stock_assets.database.pgcopy import arrow_schema, as_arrow
 
-    def copy_months(conn: psycopg.Connection, months: list[tuple[dt.date, pd.DataFrame]]) -> None:
-        encoder = None
-        with conn.cursor() as cur, cur.copy(sql.SQL("COPY bench_plain FROM STDIN (FORMAT BINARY)")) as copy:
+    schema = arrow_schema(COPY_COLUMNS)
+
+    def adbc_ingest(conn: psycopg.Connection, months: list[tuple[dt.date, pd.DataFrame]]) -> None:
+        with adbc.connect(libpq_url(url), autocommit=True) as adbc_conn, adbc_conn.cursor() as cur:
             for _, frame in months:
                 for chunk in _chunks(frame):
-                    table = pa.Table.from_pandas(chunk, preserve_index=False)
-                    if encoder is None:
-                        encoder = pgpq.ArrowToPostgresBinaryEncoder(table.schema)
-                        copy.write(encoder.write_header())
-                    for batch in table.to_batches():
-                        copy.write(encoder.write_batch(batch))
-            if encoder is not None:
-                copy.write(encoder.finish())
+                    cur.adbc_ingest("bench_plain", as_arrow(chunk, schema), mode="append")
 
-    return copy_months
+    return adbc_ingest
 
 
 def _months(rows: int, tickers: int) -> list[tuple[dt.date, list[dt.date]]]:
