@@ -71,7 +71,7 @@ class LandedRange:
     def months(self) -> Iterator[tuple[list[str], pa.Table | None]]:
         """(the month's partition keys, its stored rows as one Arrow table or None when it has none)."""
         for days in self.month_chunks():
-            yield days, read_days(self.store, self.asset_path, self.stored(days))
+            yield days, self.table(days)
 
     def month_chunks(self) -> list[list[str]]:
         """The range's keys, a calendar month at a time."""
@@ -83,6 +83,11 @@ class LandedRange:
         """Those of `days` that have a stored file."""
         missing = set(self.missing)
         return [key for key in days if key not in missing]
+
+    def table(self, days: Sequence[str] | None = None) -> pa.Table | None:
+        """The stored rows of `days` (default: the whole range) as one Arrow table, None when they
+        hold no rows: for readers that need no pandas (the monthly COPY)."""
+        return read_days(self.store, self.asset_path, self.stored(self.keys if days is None else days))
 
     def frame(self, days: Sequence[str] | None = None) -> pd.DataFrame:
         """The stored rows of `days` (default: the whole range) as one frame."""

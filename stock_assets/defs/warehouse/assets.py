@@ -4,6 +4,8 @@ import datetime as dt
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import text
 
 from stock_assets.database.resource import PostgresResource
@@ -112,11 +114,16 @@ class _MonthRows:
 
     def __iter__(self):
         days = [key for key in self.landed.keys if self.start <= dt.date.fromisoformat(key) < self.end]
-        for frame in (self.landed.frame(days), self.kept):
-            if len(frame):
-                self.symbols.update(frame["symbol"].unique())
-                self.days.update(frame["trade_date"].unique())
-                yield frame
+        # The landed days go to COPY as Arrow, as read from Parquet: no pandas round trip.
+        landed = self.landed.table(days)
+        if landed is not None:
+            self.symbols.update(pc.unique(landed["symbol"]).to_pylist())
+            self.days.update(pc.unique(landed["trade_date"].cast(pa.date32())).to_pylist())
+            yield landed
+        if len(self.kept):
+            self.symbols.update(self.kept["symbol"].unique())
+            self.days.update(self.kept["trade_date"].unique())
+            yield self.kept
 
 
 def _stored_rows(database: PostgresResource, days: list[str]) -> pd.DataFrame:
