@@ -6,12 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
-import yfinance as yf
 from psycopg import sql
 
 from stock_assets import settings
 from stock_assets.database.embedded import EmbeddedServer
 from stock_assets.database.resource import PostgresResource
+from stock_assets.yahoo.yfinance_caches import use_cache_dir
 
 # The UI tests' session fixtures (a running `stock-assets dev`, its history) come as a plugin.
 pytest_plugins = ["stock_assets_tests.support.ui_server"]
@@ -26,7 +26,7 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ[settings.STATE_DIR_ENV] = str(path)
     for name in (settings.DATABASE_URL_ENV, settings.QUOTE_SOURCE_ENV, settings.TICKERS_ENV):
         os.environ.pop(name, None)
-    yf.set_tz_cache_location(str(path / "yfinance"))
+    use_cache_dir(str(path / "yfinance"))
     return path
 
 

@@ -29,6 +29,7 @@ from yfinance.exceptions import YFPricesMissingError, YFTzMissingError
 
 from stock_assets.yahoo.archive import PRICES_FILE, PriceArchive
 from stock_assets.yahoo.replay import YahooReplayAdapter, replay_session
+from stock_assets.yahoo.yfinance_caches import use_cache_dir
 
 pytestmark = pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")
 
@@ -50,7 +51,7 @@ NOT_FOUND_BODY = {  # what Yahoo answers for a symbol it does not know
 @pytest.fixture(scope="session")
 def yfinance_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("yfinance-cache")
-    yf.set_tz_cache_location(str(path))
+    use_cache_dir(str(path))
     return path
 
 

@@ -59,6 +59,7 @@ from stock_assets.yahoo.transport import (
     refreshing,
 )
 from stock_assets.yahoo.wire import redirected_session, session_over
+from stock_assets.yahoo.yfinance_caches import use_cache_dir
 
 QuoteSource = Literal["replay", "yahoo"]
 
@@ -73,9 +74,9 @@ RAW_COLUMNS = [
 DEFAULT_RATES = {"yahoo": 1.0, "replay": 0.0}
 _DAY_S = 86400.0
 
-# yfinance keeps process-wide state (one HTTP session, a tz cache); configure it once per process.
+# yfinance keeps process-wide state (one HTTP session, its caches): see _configure_yfinance.
 _yf_lock = threading.Lock()
-_yf_configured: set[str] = set()
+_yf_warnings_filtered = False
 
 
 class QuoteSourceUnavailable(RuntimeError):
@@ -559,16 +560,15 @@ def empty_raw_frame() -> pd.DataFrame:
 
 
 def _configure_yfinance() -> None:
-    cache_dir = str(settings.state_dir() / "yfinance")
+    use_cache_dir(str(settings.state_dir() / "yfinance"))
+    yf.config.debug.hide_exceptions = False  # surface Yahoo's errors instead of empty frames
+    global _yf_warnings_filtered
     with _yf_lock:
-        if cache_dir in _yf_configured:
-            return
-        yf.set_tz_cache_location(cache_dir)
-        # yfinance itself trips pandas 4 deprecations (inplace=...); they are not ours to fix.
-        warnings.filterwarnings("ignore", category=getattr(pd.errors, "Pandas4Warning", FutureWarning),
-                                module=r"yfinance(\.|$)")
-        yf.config.debug.hide_exceptions = False  # surface Yahoo's errors instead of empty frames
-        _yf_configured.add(cache_dir)
+        if not _yf_warnings_filtered:
+            # yfinance itself trips pandas 4 deprecations (inplace=...); they are not ours to fix.
+            warnings.filterwarnings("ignore", category=getattr(pd.errors, "Pandas4Warning", FutureWarning),
+                                    module=r"yfinance(\.|$)")
+            _yf_warnings_filtered = True
 
 
 def _is_connection_failure(err: Exception) -> bool:
