@@ -30,9 +30,11 @@ $$;
 -- The swap load path: a month is built in an unindexed table of its own, indexed, then swapped in
 -- for the old child table in the loader's transaction (readers see the old month or the new one).
 
--- Create market.prices_YYYY_MM_load for the month containing `day`, without indexes and with
--- the month's bounds as a CHECK constraint (so ATTACH need not scan it). Columns are spelled out
--- rather than copied with LIKE, which would hold a lock on market.prices until commit.
+-- Create the table a swap load fills for the month containing `day`, without indexes and with the
+-- month's bounds as a CHECK constraint (so ATTACH need not scan it); returns its name. A month
+-- that has no child table yet is built under its final name (market.prices_YYYY_MM: nothing to
+-- rename later); a month that has one is built beside it as market.prices_YYYY_MM_load. Columns are
+-- spelled out rather than copied with LIKE, which would hold a lock on market.prices until commit.
 CREATE OR REPLACE FUNCTION market.create_prices_load_table(day date)
 RETURNS text
 LANGUAGE plpgsql
@@ -40,9 +42,13 @@ AS $$
 DECLARE
     month_start date := date_trunc('month', day)::date;
     month_end   date := (date_trunc('month', day) + interval '1 month')::date;
-    load_table  text := market.prices_partition_name(day) || '_load';
+    child       text := market.prices_partition_name(day);
+    load_table  text := child || '_load';
 BEGIN
-    EXECUTE format('DROP TABLE IF EXISTS market.%I', load_table);
+    IF to_regclass(format('market.%I', child)) IS NULL THEN
+        load_table := child;
+    END IF;
+    EXECUTE format('DROP TABLE IF EXISTS market.%I', child || '_load');
     EXECUTE format(
         'CREATE TABLE market.%I (
             symbol      text             NOT NULL,
@@ -65,8 +71,8 @@ BEGIN
 END
 $$;
 
--- Index the load table like market.prices (its key, 001_schema.sql) and swap it
--- in as the month's child table. Returns the number of rows the replaced child held.
+-- Index the table create_prices_load_table made like market.prices (its key, 001_schema.sql) and
+-- swap it in as the month's child table. Returns the number of rows the replaced child held.
 CREATE OR REPLACE FUNCTION market.swap_in_prices_load_table(day date)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -78,16 +84,20 @@ DECLARE
     load_table  text := child || '_load';
     replaced    bigint := 0;
 BEGIN
-    EXECUTE format('ALTER TABLE market.%I ADD CONSTRAINT %I PRIMARY KEY (symbol, trade_date) INCLUDE (close, adj_close, volume)',
-                   load_table, load_table || '_pkey');
-    IF to_regclass(format('market.%I', child)) IS NOT NULL THEN
+    IF to_regclass(format('market.%I', load_table)) IS NULL THEN
+        -- A new month, built under its final name: index it and attach it.
+        EXECUTE format('ALTER TABLE market.%I ADD CONSTRAINT %I PRIMARY KEY (symbol, trade_date) INCLUDE (close, adj_close, volume)',
+                       child, child || '_pkey');
+    ELSE
+        EXECUTE format('ALTER TABLE market.%I ADD CONSTRAINT %I PRIMARY KEY (symbol, trade_date) INCLUDE (close, adj_close, volume)',
+                       load_table, load_table || '_pkey');
         EXECUTE format('SELECT count(*) FROM market.%I', child) INTO replaced;
         EXECUTE format('ALTER TABLE market.prices DETACH PARTITION market.%I', child);
         EXECUTE format('DROP TABLE market.%I', child);
+        EXECUTE format('ALTER TABLE market.%I RENAME TO %I', load_table, child);
+        EXECUTE format('ALTER INDEX market.%I RENAME TO %I', load_table || '_pkey', child || '_pkey');
+        EXECUTE format('ALTER TABLE market.%I RENAME CONSTRAINT %I TO %I', child, load_table || '_month', child || '_month');
     END IF;
-    EXECUTE format('ALTER TABLE market.%I RENAME TO %I', load_table, child);
-    EXECUTE format('ALTER INDEX market.%I RENAME TO %I', load_table || '_pkey', child || '_pkey');
-    EXECUTE format('ALTER TABLE market.%I RENAME CONSTRAINT %I TO %I', child, load_table || '_month', child || '_month');
     EXECUTE format('ALTER TABLE market.prices ATTACH PARTITION market.%I FOR VALUES FROM (%L) TO (%L)',
                    child, month_start, month_end);
     RETURN replaced;

@@ -64,6 +64,34 @@ def test_loading_a_month_twice_leaves_one_copy(conn, strategy):
     assert first.partition == "prices_2020_03"
 
 
+def child_table_shape(conn: psycopg.Connection) -> dict:
+    """The month's child table as the catalog sees it: its constraints, its index, any leftovers."""
+    return {
+        "attached": conn.execute("SELECT count(*) FROM pg_inherits WHERE inhrelid = 'market.prices_2020_03'::regclass"
+                                 " AND inhparent = 'market.prices'::regclass").fetchone()[0],
+        "constraints": sorted(name for (name,) in conn.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'market.prices_2020_03'::regclass AND contype IN ('c', 'p')")),
+        "index": conn.execute("SELECT pg_get_indexdef(indexrelid) FROM pg_index"
+                              " WHERE indrelid = 'market.prices_2020_03'::regclass").fetchall(),
+        "load_tables": conn.execute(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'prices\\_%%\\_load'").fetchone()[0],
+    }
+
+
+def test_a_new_month_and_a_replaced_one_end_with_the_same_table(conn):
+    """A new month is built under its final name, a replaced one beside the old and renamed: both
+    end as the same attached child table, with the same key and constraints and no leftovers."""
+    load_month(conn, MARCH, make_month(MARCH, ["AAPL", "MSFT"], seed=1))
+    new = child_table_shape(conn)
+    load_month(conn, MARCH, make_month(MARCH, ["AAPL", "MSFT"], seed=2))
+    assert child_table_shape(conn) == new
+    assert new["attached"] == 1 and new["load_tables"] == 0
+    assert new["constraints"] == ["prices_2020_03_month", "prices_2020_03_pkey", "prices_ohlc_consistent",
+                                  "prices_positive"]
+    assert new["index"] == [("CREATE UNIQUE INDEX prices_2020_03_pkey ON market.prices_2020_03 USING btree"
+                             " (symbol, trade_date) INCLUDE (close, adj_close, volume)",)]
+
+
 @pytest.mark.parametrize("strategy", ["swap", "upsert"])
 def test_a_month_changed_upstream_ends_with_the_new_values(conn, strategy):
     old = make_month(MARCH, ["AAPL", "MSFT", "XOM"], seed=1)
