@@ -75,7 +75,7 @@ def as_arrow(rows: Rows, schema: pa.Schema) -> pa.Table:
 def _check(table: pa.Table, columns: list[tuple[str, str]], dates_within: tuple[dt.date, dt.date] | None) -> None:
     for (name, pg_type), column in zip(columns, table.columns):
         if column.null_count or (pg_type == "float8" and pc.any(pc.is_nan(column)).as_py()):
-            raise ValueError(f"column {name!r} holds NULLs; COPY encoding refuses them")
+            raise ValueError(f"column {name!r} holds NULLs (or NaN); COPY encoding refuses them")
         if pg_type == "date" and dates_within is not None:
             first, end = dates_within
             bounds = pc.min_max(column)

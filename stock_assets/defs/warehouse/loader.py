@@ -28,8 +28,8 @@ month queue instead of interleaving; readers see the old month or the new one, n
 own work is serial (encoding, COPY, the index build, the swap and its commit), so other streams
 keep the cores busy while one builds an index or waits for its commit; on 2 cores, 3 streams
 loaded 1M rows about 6 % faster than 2, and about 20 % faster with another process keeping a
-core busy (the resource's `load_workers`). `stock-assets bench load`
-measures both strategies, one stream and parallel, against the raw COPY limit.
+core busy (the resource's `load_workers`). `stock-assets bench load` measures both strategies,
+one stream and parallel, against the raw COPY limit.
 """
 
 from __future__ import annotations
@@ -179,8 +179,8 @@ def _upsert(conn: psycopg.Connection, month_start: dt.date, rows: "_Counted") ->
 
 def _copy(conn: psycopg.Connection, table: sql.Composable, rows: Iterable[Rows], month_start: dt.date,
           freeze: bool = False) -> None:
-    """COPY the rows into `table`, refusing any row dated outside the month (the encoder checks
-    the day numbers it computes anyway)."""
+    """COPY the rows into `table`, refusing any row dated outside the month (checked on each
+    chunk's Arrow column before its bytes are sent)."""
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY{})").format(
         table, _COLUMN_LIST, sql.SQL(", FREEZE") if freeze else sql.SQL(""),
     )
